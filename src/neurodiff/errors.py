@@ -1,0 +1,5 @@
+"""The one exception type users see: a one-line message naming the file or field."""
+
+
+class NeurodiffError(Exception):
+    """A user-facing error: the CLI prints its message on one line and exits non-zero."""
