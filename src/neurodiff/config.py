@@ -1,0 +1,329 @@
+"""Typed run configuration: sections as dataclasses, validated on load, errors name the field.
+
+A config is data (YAML), never code. Presets live in ``neurodiff/configs/*.yaml``; ``--set a.b=v``
+overrides any field. Every checkpoint and exported model carries the full resolved config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from neurodiff.errors import NeurodiffError
+
+PRESET_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass
+class NormalizerConfig:
+    kind: str = "minmax"            # minmax | percentile | range (fixed lo/hi, e.g. the dtype's range)
+    lo: float | None = None         # fitted on the data when None (minmax, percentile)
+    hi: float | None = None
+    percentiles: list[float] = field(default_factory=lambda: [0.5, 99.5])
+
+
+@dataclass
+class DataConfig:
+    path: str = ""                  # folder or file; set by --data
+    kind: str = "images"            # images | volumes | slices
+    axis: int = 0                   # slices: spatial axis to slice along (0 = first spatial axis)
+    depth_bins: int = 0             # slices: >0 -> depth class label in [0, depth_bins); 0 -> no depth label
+    depth_scalar: bool = False      # slices: add the normalised slice position in [0, 1] as a covariate
+    min_foreground: float = 0.0     # slices: skip slices with a smaller fraction of voxels above the minimum
+    crop_foreground: bool = False   # crop every file to the bounding box of voxels above its minimum
+    labels: str = "none"            # none | folders | manifest
+    manifest: str = ""              # CSV with columns file,label[,covariate...]; relative to the data folder
+    covariates: list[str] = field(default_factory=list)  # manifest columns used as scalar covariates
+    channels: int = 0               # expected channels; 0 = take from the first file
+    size: list[int] = field(default_factory=list)   # resize every sample to this spatial size (empty: keep)
+    crop: list[int] = field(default_factory=list)   # random crop of this size (volumes: 3D crops)
+    hflip: bool = False
+    vflip: bool = False
+    rot90: bool = False
+    normalizer: NormalizerConfig = field(default_factory=NormalizerConfig)
+    meta: dict = field(default_factory=dict)  # filled from the data: format, dtype, spacing, affine (for outputs)
+
+
+@dataclass
+class ModelConfig:
+    dims: int = 2
+    in_channels: int = 0            # 0 = data channels
+    out_channels: int = 0           # 0 = in_channels
+    channels: int = 32              # base width
+    channel_mult: list[int] = field(default_factory=lambda: [1, 2, 2])
+    num_res_blocks: int = 1
+    attn_levels: list[int] = field(default_factory=lambda: [2])   # level indices with self-attention
+    num_heads: int = 4
+    num_classes: int = 0            # labels in [0, num_classes); 0 = no label embedding
+    num_scalars: int = 0            # continuous covariates; 0 = none
+    cond_image_channels: int = 0    # channels concatenated to the input (super-res, translation, volumes)
+    dropout: float = 0.0
+    groups: int = 8                 # GroupNorm groups (capped by the width)
+    checkpointing: bool = False     # gradient checkpointing of residual blocks
+
+
+@dataclass
+class VPConfig:
+    T: int = 1000
+    beta_schedule: str = "linear"   # linear | cosine
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    prediction: str = "eps"         # eps | v | x0
+
+
+@dataclass
+class DiffusionConfig:
+    precond: str = "edm"            # edm | vp
+    sigma_data: float = 0.5
+    P_mean: float = -1.2            # EDM training sigma density: ln(sigma) ~ N(P_mean, P_std^2)
+    P_std: float = 1.2
+    sigma_min: float = 0.002        # EDM sampling range
+    sigma_max: float = 80.0
+    rho: float = 7.0
+    vp: VPConfig = field(default_factory=VPConfig)
+    loss: str = "mse"               # mse | l1 | huber
+    huber_delta: float = 1.0
+    weighting: str = "auto"         # auto (edm for EDM, uniform for VP) | edm | min_snr | uniform
+    min_snr_gamma: float = 5.0
+    cond_drop_prob: float = 0.1     # classifier-free guidance: drop label/covariates with this probability
+
+
+@dataclass
+class TrainConfig:
+    batch: int = 16                 # global batch (split across processes)
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_nimg: int = 2000
+    total_nimg: int = 100_000
+    grad_clip: float = 1.0          # max gradient norm; 0 = off
+    ema_halflife_nimg: int = 5000
+    ema_rampup: float = 0.05        # EMA half-life is at most this fraction of images seen (0 = off)
+    precision: str = "auto"         # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
+    seed: int = 0
+    workers: int = 0                # DataLoader worker processes
+    log_every_nimg: int = 1000
+    preview_every_nimg: int = 10_000
+    checkpoint_every_nimg: int = 10_000
+    keep_checkpoints: int = 2
+    nan_policy: str = "stop"        # stop | skip
+
+
+@dataclass
+class SampleConfig:
+    sampler: str = "dpmpp_2m"       # euler (= ddim) | heun | dpmpp_2m | ancestral
+    steps: int = 30
+    guidance: float = 1.0           # 1 = off
+    batch: int = 16
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+
+CHOICES = {
+    "data.kind": ("images", "volumes", "slices"),
+    "data.labels": ("none", "folders", "manifest"),
+    "data.normalizer.kind": ("minmax", "percentile", "range"),
+    "model.dims": (2, 3),
+    "diffusion.precond": ("edm", "vp"),
+    "diffusion.vp.beta_schedule": ("linear", "cosine"),
+    "diffusion.vp.prediction": ("eps", "v", "x0"),
+    "diffusion.loss": ("mse", "l1", "huber"),
+    "diffusion.weighting": ("auto", "edm", "min_snr", "uniform"),
+    "train.precision": ("auto", "fp32", "bf16"),
+    "train.nan_policy": ("stop", "skip"),
+    "sample.sampler": ("euler", "ddim", "heun", "dpmpp_2m", "ancestral"),
+}
+POSITIVE = ("model.channels", "model.num_heads", "model.groups", "train.batch", "train.total_nimg",
+            "train.lr", "train.log_every_nimg", "train.preview_every_nimg", "train.checkpoint_every_nimg",
+            "train.keep_checkpoints", "sample.steps", "sample.batch", "diffusion.sigma_data",
+            "diffusion.sigma_min", "diffusion.sigma_max", "diffusion.vp.T")
+NON_NEGATIVE = ("model.num_res_blocks", "model.num_classes", "model.num_scalars", "model.in_channels",
+                "model.out_channels", "model.cond_image_channels", "data.depth_bins", "data.channels",
+                "train.warmup_nimg", "train.grad_clip", "train.ema_halflife_nimg", "train.workers",
+                "train.weight_decay", "diffusion.min_snr_gamma", "diffusion.huber_delta")
+FRACTIONS = ("diffusion.cond_drop_prob", "model.dropout", "data.min_foreground", "train.ema_rampup")
+
+
+def _type_ok(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if origin is list:
+        (item,) = typing.get_args(tp) or (Any,)
+        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
+    if tp is Any:
+        return True
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is dict:
+        return isinstance(value, dict)
+    return isinstance(value, tp)
+
+
+def _build(cls, raw: Any, prefix: str):
+    if not isinstance(raw, dict):
+        raise NeurodiffError(f"config field '{prefix or 'root'}': expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    for key in raw:
+        if key not in names:
+            where = f"{prefix}.{key}" if prefix else key
+            raise NeurodiffError(f"unknown config field '{where}' (known: {', '.join(sorted(names))})")
+    kwargs = {}
+    for f in fields(cls):
+        if f.name not in raw:
+            continue
+        where = f"{prefix}.{f.name}" if prefix else f.name
+        value, tp = raw[f.name], hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[f.name] = _build(tp, value, where)
+            continue
+        if tp is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if typing.get_origin(tp) is list and typing.get_args(tp) == (float,) and isinstance(value, list):
+            value = [float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
+        if not _type_ok(value, tp):
+            tname = getattr(tp, "__name__", str(tp).replace("typing.", ""))
+            raise NeurodiffError(f"config field '{where}': expected {tname}, got {value!r}")
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def _get(cfg: RunConfig, dotted: str) -> Any:
+    obj: Any = cfg
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Range checks beyond types; raises NeurodiffError naming the field."""
+    for key, allowed in CHOICES.items():
+        if _get(cfg, key) not in allowed:
+            raise NeurodiffError(f"config field '{key}': expected one of {list(allowed)}, got {_get(cfg, key)!r}")
+    for key in POSITIVE:
+        if not _get(cfg, key) > 0:
+            raise NeurodiffError(f"config field '{key}': expected a value > 0, got {_get(cfg, key)!r}")
+    for key in NON_NEGATIVE:
+        if _get(cfg, key) < 0:
+            raise NeurodiffError(f"config field '{key}': expected a value >= 0, got {_get(cfg, key)!r}")
+    for key in FRACTIONS:
+        if not 0.0 <= _get(cfg, key) <= 1.0:
+            raise NeurodiffError(f"config field '{key}': expected a value in [0, 1], got {_get(cfg, key)!r}")
+    m = cfg.model
+    if not m.channel_mult or any(c <= 0 for c in m.channel_mult):
+        raise NeurodiffError(f"config field 'model.channel_mult': expected positive integers, got {m.channel_mult}")
+    for lvl in m.attn_levels:
+        if not 0 <= lvl < len(m.channel_mult):
+            raise NeurodiffError(f"config field 'model.attn_levels': level {lvl} outside 0..{len(m.channel_mult) - 1}")
+    for key in ("data.size", "data.crop"):
+        v = _get(cfg, key)
+        if v and (len(v) not in (2, 3) or any(s <= 0 for s in v)):
+            raise NeurodiffError(f"config field '{key}': expected 2 or 3 positive sizes, got {v}")
+    if cfg.diffusion.sigma_min >= cfg.diffusion.sigma_max:
+        raise NeurodiffError("config field 'diffusion.sigma_min': must be below diffusion.sigma_max")
+    if cfg.data.kind == "slices" and cfg.model.dims != 2:
+        raise NeurodiffError("config field 'model.dims': data.kind 'slices' trains a 2D model, set model.dims=2")
+    if len(cfg.data.normalizer.percentiles) != 2:
+        raise NeurodiffError("config field 'data.normalizer.percentiles': expected [low, high]")
+    return cfg
+
+
+def from_dict(raw: dict) -> RunConfig:
+    return validate(_build(RunConfig, raw, ""))
+
+
+def to_dict(cfg: RunConfig) -> dict:
+    return asdict(cfg)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'train.lr=1e-4' -> (['train', 'lr'], 0.0001); values are parsed as YAML scalars/lists."""
+    import yaml
+
+    if "=" not in text:
+        raise NeurodiffError(f"--set {text!r}: expected key=value, e.g. train.lr=1e-4")
+    key, value = text.split("=", 1)
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    if isinstance(parsed, str):  # YAML reads 1e-4 as a string; accept plain numbers too
+        try:
+            parsed = float(parsed) if any(c in parsed for c in ".eE") else int(parsed)
+        except ValueError:
+            pass
+    return key.strip().split("."), parsed
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = raw
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise NeurodiffError(f"--set {text!r}: '{k}' is not a section")
+        node[keys[-1]] = value
+    return raw
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_raw(name_or_path: str | Path) -> dict:
+    """A preset name or a YAML/JSON file -> plain dict (not yet validated)."""
+    import yaml
+
+    path = Path(name_or_path)
+    if not path.suffix and not path.exists():
+        path = PRESET_DIR / f"{name_or_path}.yaml"
+        if not path.exists():
+            raise NeurodiffError(f"unknown preset or config file '{name_or_path}' "
+                                 f"(presets: {', '.join(list_presets())})")
+    if not path.exists():
+        raise NeurodiffError(f"{path}: no such config file")
+    try:
+        text = path.read_text()
+        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        raise NeurodiffError(f"{path}: cannot parse config ({str(e).splitlines()[0]})") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise NeurodiffError(f"{path}: expected a mapping of config sections at the top level")
+    return raw
+
+
+def load(name_or_path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    return from_dict(apply_overrides(load_raw(name_or_path), list(overrides or [])))
+
+
+def dump(cfg: RunConfig, path: str | Path) -> None:
+    """Write the config as YAML, atomically."""
+    import os
+
+    import yaml
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    os.replace(tmp, path)
