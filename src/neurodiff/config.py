@@ -41,6 +41,7 @@ class DataConfig:
     covariates: list[str] = field(default_factory=list)  # manifest columns used as scalar covariates
     channels: int = 0               # expected channels; 0 = take from the first file
     size: list[int] = field(default_factory=list)   # resize every sample to this spatial size (empty: keep)
+    resize_mode: str = "stretch"    # stretch | fit (keep the aspect ratio, pad with the background)
     crop: list[int] = field(default_factory=list)   # random crop of this size (volumes: 3D crops)
     hflip: bool = False
     vflip: bool = False
@@ -120,6 +121,7 @@ class SampleConfig:
     steps: int = 30
     guidance: float = 1.0           # 1 = off
     batch: int = 16
+    exact: bool = True              # run the net one sample at a time: sample k is bit-identical for any batch
 
 
 @dataclass
@@ -135,6 +137,7 @@ class RunConfig:
 CHOICES = {
     "data.kind": ("images", "volumes", "slices"),
     "data.labels": ("none", "folders", "manifest"),
+    "data.resize_mode": ("stretch", "fit"),
     "data.normalizer.kind": ("minmax", "percentile", "range"),
     "model.dims": (2, 3),
     "diffusion.precond": ("edm", "vp"),

@@ -1,0 +1,155 @@
+"""The ``neurodiff`` command: train, sample, export, demo. A thin layer over the Python API.
+
+Errors for users are one line on stderr and exit code 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from neurodiff.errors import NeurodiffError
+
+EPILOG = "Multi-GPU / multi-node: the same command under torchrun, e.g. torchrun --nproc_per_node 2 -m neurodiff.cli train ..."
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="neurodiff", description="Diffusion models for brain and microscopy images.",
+                                epilog=EPILOG)
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a diffusion model", epilog=EPILOG)
+    t.add_argument("config", help="preset name (tiny, tiny3d, mridiff, zebrafish-depth, demo) or a YAML/JSON file")
+    t.add_argument("--data", help="folder or file with the training data (sets data.path)")
+    t.add_argument("--out", required=True, help="run folder: config, checkpoints, previews, metrics.jsonl")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set train.lr=1e-4 (repeatable)")
+    t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    s = sub.add_parser("sample", help="generate samples from a run or an exported model", epilog=EPILOG)
+    s.add_argument("model", help="run folder (uses the newest checkpoint's EMA weights) or exported model folder")
+    s.add_argument("--n", type=int, default=16, help="number of samples (default 16)")
+    s.add_argument("--out", required=True, help="output folder (samples + manifest.csv); finished files are kept")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--batch", type=int, default=None, help="samples per batch (does not change the results)")
+    s.add_argument("--label", default=None,
+                   help="class index or name; 'all' cycles through the classes; default: unconditional")
+    s.add_argument("--covariate", action="append", default=[], metavar="NAME=VALUE",
+                   help="a covariate value (repeat for each covariate the model knows)")
+    s.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (1 = off)")
+    s.add_argument("--steps", type=int, default=None, help="sampler steps")
+    s.add_argument("--sampler", default=None, choices=["euler", "ddim", "heun", "dpmpp_2m", "ancestral"])
+    s.add_argument("--fast", action="store_true",
+                   help="batch the net over samples (faster on GPUs; results then depend slightly on --batch)")
+    s.add_argument("--no-progress", action="store_true")
+
+    e = sub.add_parser("export", help="write EMA weights as model.safetensors + config.json")
+    e.add_argument("run", help="run folder")
+    e.add_argument("model_dir", help="output model folder")
+
+    d = sub.add_parser("demo", help="train on the MNI152 template's axial slices (14 depths) and sample every depth")
+    d.add_argument("--out", default="neurodiff-demo", help="output folder (default ./neurodiff-demo)")
+    d.add_argument("--minutes", type=float, default=None, help="training budget in minutes (default: the preset's)")
+    d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    d.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def _positive(name: str, value: int | float | None) -> None:
+    if value is not None and value <= 0:
+        raise NeurodiffError(f"{name}: expected a positive number, got {value}")
+
+
+def cmd_train(args) -> int:
+    from neurodiff import config as config_mod
+    from neurodiff import dist
+    from neurodiff.train.loop import train
+
+    out = Path(args.out)
+    if args.resume and (out / "config.yaml").is_file():
+        cfg = config_mod.load(out / "config.yaml", args.overrides + ([f"data.path={args.data}"] if args.data else []))
+    else:
+        overrides = ([f"data.path={args.data}"] if args.data else []) + args.overrides
+        cfg = config_mod.load(args.config, overrides)
+    if not cfg.data.path:
+        raise NeurodiffError("--data: no training data given (or set data.path in the config)")
+    summary = train(cfg, out, resume=args.resume, progress=not args.no_progress)
+    dist.print0(f"trained to {summary['nimg']} images; run folder: {out}")
+    dist.shutdown()
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from neurodiff import dist
+    from neurodiff.tasks.generate import generate
+    from neurodiff.train.state import load_model
+
+    _positive("--n", args.n)
+    _positive("--batch", args.batch)
+    _positive("--steps", args.steps)
+    _positive("--guidance", args.guidance)
+    device = dist.init()
+    model = load_model(args.model, device)
+    sc = model.cfg.sample
+    covariates = {}
+    for text in args.covariate:
+        name, _, value = text.partition("=")
+        try:
+            covariates[name] = float(value)
+        except ValueError:
+            raise NeurodiffError(f"--covariate {text!r}: expected NAME=NUMBER") from None
+    label = args.label
+    if label is not None and label.lower() in ("none", ""):
+        label = None
+    rows = generate(model.net, model.cfg, args.out, args.n, seed=args.seed, batch=args.batch or sc.batch,
+                    label=label, covariates=covariates or None,
+                    guidance=args.guidance if args.guidance is not None else sc.guidance,
+                    steps=args.steps or sc.steps, sampler=args.sampler or sc.sampler,
+                    exact=not args.fast and sc.exact, digest=model.digest, device=device,
+                    progress=not args.no_progress)
+    dist.print0(f"wrote {args.n} samples and manifest.csv to {args.out}" if rows is not None else "")
+    dist.shutdown()
+    return 0
+
+
+def cmd_export(args) -> int:
+    from neurodiff.train.state import export_model
+
+    out = export_model(Path(args.run), Path(args.model_dir))
+    print(f"exported EMA weights to {out / 'model.safetensors'} and {out / 'config.json'}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from neurodiff.demo import run_demo
+
+    run_demo(args.out, minutes=args.minutes, overrides=args.overrides, progress=not args.no_progress)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handler = {"train": cmd_train, "sample": cmd_sample, "export": cmd_export, "demo": cmd_demo}[args.command]
+    try:
+        return handler(args)
+    except NeurodiffError as e:
+        if args.debug:
+            raise
+        print(f"neurodiff: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("neurodiff: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug or an unforeseen failure: still one line, the traceback with --debug
+        if args.debug:
+            raise
+        first = str(e).splitlines()[0] if str(e) else ""
+        print(f"neurodiff: error: {type(e).__name__}: {first} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""Datasets returning ``{x, label?, scalars?}``: folders of images, whole volumes or 3D crops, 2D slices of volumes.
+
+Items are fetched as ``dataset[(index, seed)]`` so random crops and flips are a function of the seed: training
+is reproducible and resumable without saving RNG state.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from neurodiff.data import io
+from neurodiff.data.normalize import Normalizer, fit_normalizer
+from neurodiff.errors import NeurodiffError
+
+
+@dataclass
+class Entry:
+    file: Path
+    label: int | None = None
+    scalars: tuple | None = None
+
+
+def list_files(root: Path) -> list[Path]:
+    if not root.exists():
+        raise NeurodiffError(f"{root}: no such file or folder (data.path)")
+    if root.is_file():
+        return [root]
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".") and io.is_image_file(p))
+    if not files:
+        raise NeurodiffError(f"{root}: no image files found (expected .png, .jpg, .tif, .nii, .nii.gz, .npy, .npz)")
+    return files
+
+
+def _manifest(cfg, root: Path) -> tuple[list[Entry], list[str]]:
+    path = Path(cfg.manifest) if Path(cfg.manifest).is_absolute() else root / cfg.manifest
+    if not cfg.manifest or not path.is_file():
+        raise NeurodiffError(f"{path}: manifest not found (data.manifest, needed by data.labels='manifest' "
+                             "or data.covariates)")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "file" not in rows[0]:
+        raise NeurodiffError(f"{path}: expected a CSV with a header row containing 'file'")
+    for col in cfg.covariates + (["label"] if cfg.labels == "manifest" else []):
+        if col not in rows[0]:
+            raise NeurodiffError(f"{path}: no column '{col}' (columns: {', '.join(rows[0])})")
+    names: list[str] = []
+    if cfg.labels == "manifest":
+        raw = [r["label"] for r in rows]
+        names = sorted(set(raw), key=lambda s: (0, int(s)) if s.lstrip("-").isdigit() else (1, s))
+    entries = []
+    for i, r in enumerate(rows, start=2):
+        file = root / r["file"]
+        if not file.is_file():
+            raise NeurodiffError(f"{path}, line {i}: file '{r['file']}' not found")
+        scalars = None
+        if cfg.covariates:
+            try:
+                scalars = tuple(float(r[c]) for c in cfg.covariates)
+            except ValueError:
+                raise NeurodiffError(f"{path}, line {i}: covariates {cfg.covariates} must be numbers") from None
+            if not np.isfinite(scalars).all():
+                raise NeurodiffError(f"{path}, line {i}: covariate is NaN or infinite")
+        label = names.index(r["label"]) if cfg.labels == "manifest" else None
+        entries.append(Entry(file, label, scalars))
+    return entries, names
+
+
+def discover(cfg) -> tuple[list[Entry], list[str]]:
+    """Files with their labels and covariates, and the class names (sorted folder names or manifest labels)."""
+    root = Path(cfg.path)
+    if cfg.labels == "manifest" or cfg.covariates:
+        return _manifest(cfg, root)
+    files = list_files(root)
+    if cfg.labels == "folders":
+        if root.is_file():
+            raise NeurodiffError(f"{root}: data.labels='folders' needs a folder with one sub-folder per class")
+        names = sorted({f.relative_to(root).parts[0] for f in files if len(f.relative_to(root).parts) > 1})
+        if not names:
+            raise NeurodiffError(f"{root}: data.labels='folders' but no class sub-folders found")
+        entries = [Entry(f, names.index(f.relative_to(root).parts[0])) for f in files
+                   if len(f.relative_to(root).parts) > 1]
+        return entries, names
+    return [Entry(f) for f in files], []
+
+
+def _resize(x: torch.Tensor, size: list[int], mode: str) -> torch.Tensor:
+    """[C, *S] -> [C, *size]; 'fit' keeps the aspect ratio and pads with the minimum (background)."""
+    if list(x.shape[1:]) == list(size):
+        return x
+    interp = "bilinear" if x.ndim == 3 else "trilinear"
+    if mode == "fit":
+        scale = min(t / s for t, s in zip(size, x.shape[1:]))
+        inner = [max(1, round(s * scale)) for s in x.shape[1:]]
+        y = F.interpolate(x[None], size=inner, mode=interp, align_corners=False, antialias=x.ndim == 3)[0]
+        pads = []
+        for t, s in reversed(list(zip(size, inner))):
+            pads += [(t - s) // 2, t - s - (t - s) // 2]
+        return F.pad(y, pads, value=-1.0)
+    return F.interpolate(x[None], size=list(size), mode=interp, align_corners=False, antialias=x.ndim == 3)[0]
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """One dataset class for the three kinds: 'images' (2D files), 'volumes' (3D files), 'slices' (2D of 3D)."""
+
+    def __init__(self, cfg, normalizer: Normalizer | None = None, cache_bytes: int = 4 << 30):
+        self.cfg = cfg
+        self.entries, self.class_names = discover(cfg)
+        if not self.entries:
+            raise NeurodiffError(f"{cfg.path}: no training files")
+        if cfg.depth_bins and cfg.labels != "none":
+            raise NeurodiffError("data.depth_bins: a depth label and data.labels cannot both be used (one label)")
+        self._cache: dict[Path, np.ndarray] = {}
+        self._cache_bytes, self.cache_limit = 0, cache_bytes
+        first, meta = self._read(self.entries[0].file)
+        self.channels = first.shape[0]
+        want_ndim = 2 if cfg.kind == "images" else 3
+        self.items: list[tuple[int, int]] = []   # (entry, slice index or -1)
+        self.boxes: dict[int, tuple] = {}
+        for i, e in enumerate(self.entries):
+            a = first if i == 0 else self._read(e.file)[0]
+            if a.ndim - 1 != want_ndim:
+                raise NeurodiffError(f"{e.file}: data.kind='{cfg.kind}' expects {want_ndim}D files, "
+                                     f"got shape {list(a.shape)}")
+            if a.shape[0] != self.channels or (cfg.channels and a.shape[0] != cfg.channels):
+                raise NeurodiffError(f"{e.file}: expected {cfg.channels or self.channels} channels, got {a.shape[0]}")
+            if not np.isfinite(a).all():
+                raise NeurodiffError(f"{e.file}: contains NaN or infinite values")
+            box = self._foreground_box(a) if cfg.crop_foreground else tuple(slice(None) for _ in a.shape[1:])
+            self.boxes[i] = box
+            if cfg.kind == "slices":
+                if not 0 <= cfg.axis < 3:
+                    raise NeurodiffError(f"data.axis: expected 0, 1 or 2 for 3D files, got {cfg.axis}")
+                vol = a[(slice(None), *box)]
+                n = vol.shape[1 + cfg.axis]
+                for k in range(n):
+                    sl = np.take(vol, k, axis=1 + cfg.axis)
+                    if cfg.min_foreground and (sl > vol.min()).mean() < cfg.min_foreground:
+                        continue
+                    self.items.append((i, k))
+            else:
+                self.items.append((i, -1))
+        if not self.items:
+            raise NeurodiffError(f"{cfg.path}: no slices pass data.min_foreground={cfg.min_foreground}")
+        self.normalizer = normalizer or fit_normalizer(
+            cfg.normalizer, (self._read(e.file)[0] for e in self.entries), meta.dtype)
+        self.meta = self._output_meta(meta, first)
+
+    # -- file access -------------------------------------------------------------------------------------------
+    def _read(self, file: Path):
+        if file in self._cache:
+            return self._cache[file], None
+        a, meta = io.read(file)
+        if self._cache_bytes + a.nbytes <= self.cache_limit:
+            self._cache[file] = a
+            self._cache_bytes += a.nbytes
+        return a, meta
+
+    @staticmethod
+    def _foreground_box(a: np.ndarray) -> tuple:
+        fg = (a > a.min()).any(axis=0)
+        if not fg.any():
+            return tuple(slice(None) for _ in fg.shape)
+        idx = np.nonzero(fg)
+        return tuple(slice(int(i.min()), int(i.max()) + 1) for i in idx)
+
+    def _output_meta(self, meta: io.ImageMeta, first: np.ndarray) -> dict:
+        x0 = self[(0, 0)]["x"]
+        spacing = list(meta.spacing) if meta.spacing else None
+        affine = meta.affine
+        if self.cfg.kind == "slices":
+            ax = self.cfg.axis
+            if spacing:
+                spacing = [s for j, s in enumerate(spacing) if j != ax]
+            if affine is not None:  # in-plane axes first, slicing axis last
+                A = np.asarray(affine, dtype=float)
+                affine = A[:, [j for j in range(3) if j != ax] + [ax, 3]].tolist()
+        if spacing and self.cfg.size:  # resizing changes the voxel size
+            native = [b.stop - b.start if b.stop is not None else n for b, n in
+                      zip(self.boxes[0], first.shape[1:])]
+            if self.cfg.kind == "slices":
+                native = [n for j, n in enumerate(native) if j != self.cfg.axis]
+            if len(native) == len(spacing):
+                spacing = [sp * n / s for sp, n, s in zip(spacing, native, x0.shape[1:])]
+        return {"format": meta.format, "dtype": meta.dtype, "spacing": spacing, "unit": meta.unit,
+                "affine": affine, "class_names": self.class_names, "shape": list(x0.shape),
+                "covariates": list(self.cfg.covariates), "normalizer": self.normalizer.to_dict(),
+                "num_files": len(self.entries), "num_items": len(self.items)}
+
+    # -- items -------------------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, key):
+        index, seed = key if isinstance(key, tuple) else (key, 0)
+        cfg = self.cfg
+        entry_i, k = self.items[index]
+        entry = self.entries[entry_i]
+        a = self._read(entry.file)[0][(slice(None), *self.boxes[entry_i])]
+        out: dict = {}
+        if k >= 0:
+            n = a.shape[1 + cfg.axis]
+            a = np.take(a, k, axis=1 + cfg.axis)
+            pos = k / max(n - 1, 1)
+            if cfg.depth_bins:
+                out["label"] = torch.tensor(min(int(k * cfg.depth_bins / n), cfg.depth_bins - 1))
+            if cfg.depth_scalar:
+                out["scalars"] = torch.tensor([pos], dtype=torch.float32)
+        x = torch.from_numpy(np.ascontiguousarray(self.normalizer.normalize(a)))
+        if cfg.size:
+            x = _resize(x, cfg.size, cfg.resize_mode)
+        g = torch.Generator().manual_seed(int(seed))
+        if cfg.crop:
+            if any(c > s for c, s in zip(cfg.crop, x.shape[1:])) or len(cfg.crop) != x.ndim - 1:
+                raise NeurodiffError(f"data.crop {cfg.crop}: larger than or not matching the sample size "
+                                     f"{list(x.shape[1:])} of {entry.file}")
+            starts = [int(torch.randint(0, s - c + 1, (1,), generator=g)) for c, s in zip(cfg.crop, x.shape[1:])]
+            x = x[(slice(None), *(slice(s, s + c) for s, c in zip(starts, cfg.crop)))]
+        if cfg.hflip and torch.rand(1, generator=g) < 0.5:
+            x = x.flip(-1)
+        if cfg.vflip and torch.rand(1, generator=g) < 0.5:
+            x = x.flip(-2)
+        if cfg.rot90:  # quarter turns only where the plane is square, so batch shapes stay equal
+            k = int(torch.randint(0, 4, (1,), generator=g))
+            x = torch.rot90(x, k if x.shape[-1] == x.shape[-2] else 2 * (k % 2), dims=(-2, -1))
+        out["x"] = x.contiguous()
+        if entry.label is not None:
+            out["label"] = torch.tensor(entry.label)
+        if entry.scalars is not None:
+            s = torch.tensor(entry.scalars, dtype=torch.float32)
+            out["scalars"] = torch.cat([out["scalars"], s]) if "scalars" in out else s
+        return out
+
+
+def num_scalars(cfg) -> int:
+    return len(cfg.covariates) + (1 if cfg.kind == "slices" and cfg.depth_scalar else 0)
+
+
+def num_classes(cfg, dataset: ImageDataset) -> int:
+    return cfg.depth_bins if cfg.depth_bins else len(dataset.class_names)

@@ -1,0 +1,484 @@
+"""Read and write image files as channels-first numpy arrays plus metadata.
+
+Arrays are ``[C, *S]`` with 2 (image) or 3 (volume) spatial axes in the file's own order.
+Heavy libraries (Pillow, tifffile, nibabel) are imported inside the functions that use them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from neurodiff.errors import NeurodiffError
+
+MAX_VOXELS = 2**34  # refuse to allocate more elements than this (absurd or hostile headers)
+BIGTIFF_BYTES = 3_900_000_000  # classic TIFF offsets are 32-bit
+
+SUFFIXES = {
+    ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff",
+    ".nii": "nifti", ".nii.gz": "nifti", ".npy": "npy", ".npz": "npz",
+}
+_EXPECTED = ".png, .jpg, .tif, .nii, .nii.gz, .npy, .npz"
+_UNIT_MM = {"nm": 1e-6, "um": 1e-3, "mm": 1.0, "cm": 10.0, "m": 1000.0}
+_UNIT_ALIASES = {"micron": "um", "microns": "um", "µm": "um", "μm": "um", "\\u00b5m": "um",
+                 "micrometer": "um", "millimeter": "mm", "nanometer": "nm", "meter": "m"}
+_PNG_SIG = b"\x89PNG\r\n\x1a\n"
+_tmp_counter = itertools.count()
+
+
+@dataclass
+class ImageMeta:
+    """What a file says about its array besides the pixels."""
+
+    format: str
+    dtype: str
+    spacing: tuple | None = None
+    unit: str | None = None
+    affine: list | None = None
+    channel_names: list | None = None
+
+
+def _err(path, msg: str) -> NeurodiffError:
+    return NeurodiffError(f"{path}: {msg}")
+
+
+def _reason(exc: BaseException) -> str:
+    # library messages can span lines; the CLI prints errors on one line
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:300]
+
+
+def _suffix(path) -> str:
+    name = Path(path).name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
+
+
+def format_of(path) -> str:
+    """Format name from the file suffix; NeurodiffError for an unknown one."""
+    suf = _suffix(path)
+    if suf not in SUFFIXES:
+        shown = f"'{suf}'" if suf else "(no suffix)"
+        raise _err(path, f"unsupported file type {shown} (expected {_EXPECTED})")
+    return SUFFIXES[suf]
+
+
+def is_image_file(path) -> bool:
+    """True for a supported suffix; hidden files (our temp files, '._x.png') are skipped."""
+    if Path(path).name.startswith("."):
+        return False
+    try:
+        format_of(path)
+    except NeurodiffError:
+        return False
+    return True
+
+
+def _check_voxels(path, shape) -> None:
+    if any(int(s) < 0 for s in shape) or math.prod(int(s) for s in shape) > MAX_VOXELS:
+        raise _err(path, f"header says shape {tuple(int(s) for s in shape)}, "
+                         f"more than MAX_VOXELS={MAX_VOXELS}; refusing to read")
+
+
+def _norm_unit(unit) -> str | None:
+    u = _UNIT_ALIASES.get(str(unit).strip().lower(), str(unit).strip())
+    return None if unit is None or u.lower() in ("", "pixel", "pixels", "none") else u
+
+
+# ---------------------------------------------------------------- read
+
+
+def read(path) -> tuple[np.ndarray, ImageMeta]:
+    """Read an image file as ``([C, *S] array, ImageMeta)``."""
+    fmt = format_of(path)
+    p = Path(path)
+    if not p.is_file():
+        raise _err(path, "is not a regular file" if p.exists() else "no such file")
+    if p.stat().st_size == 0:
+        raise _err(path, f"empty file (0 bytes), expected a {fmt.upper()} image")
+    try:
+        x, meta = _READERS[fmt](p, path)
+    except NeurodiffError:
+        raise
+    except Exception as exc:  # every library error becomes one user-facing line
+        raise _err(path, f"cannot read {fmt.upper()} (truncated or corrupt file: {_reason(exc)})") from exc
+    if x.dtype.kind not in "biuf":
+        raise _err(path, f"unsupported data type {x.dtype.name} (expected integer or float)")
+    if x.ndim not in (3, 4) or x.size == 0:
+        raise _err(path, f"got array of shape {tuple(x.shape)} after reading; expected "
+                         "[C,H,W] or [C,D,H,W] with no empty axis")
+    meta.dtype = x.dtype.name
+    return np.ascontiguousarray(x), meta
+
+
+def _read_pillow(p: Path, path):
+    with open(p, "rb") as f:
+        head = f.read(33)
+    if head[:8] == _PNG_SIG and head[12:16] == b"IHDR" and head[24] == 16 and head[25] in (2, 4, 6):
+        return _png16_decode(p.read_bytes(), path), ImageMeta("png", "uint16")
+    from PIL import Image
+
+    with Image.open(p) as im:
+        fmt = {"PNG": "png", "JPEG": "jpeg", "MPO": "jpeg"}.get(im.format, format_of(path))
+        w, h = im.size
+        _check_voxels(path, (len(im.getbands()), h, w))
+        im.load()
+        mode = im.mode
+        if mode.startswith("I;16") or (mode == "I" and fmt == "png"):
+            a = np.asarray(im).astype(np.uint16)  # 16-bit gray PNG: exact values
+        elif mode in ("L", "I", "F", "RGB"):
+            a = np.asarray(im)
+        elif mode in ("1", "LA", "La"):
+            a = np.asarray(im.convert("L"))
+        elif mode in ("P", "PA", "RGBA", "RGBa", "RGBX"):
+            a = np.asarray(im.convert("RGBA"))[..., :3]  # alpha is not image content here
+        else:  # CMYK, YCbCr, LAB, HSV...
+            a = np.asarray(im.convert("RGB"))
+    x = a[None] if a.ndim == 2 else np.moveaxis(a, -1, 0)
+    return x, ImageMeta(fmt, x.dtype.name)
+
+
+def _png16_decode(data: bytes, path) -> np.ndarray:
+    """Decode a 16-bit colour PNG (Pillow would drop the low byte) -> [C,H,W] uint16."""
+    pos, idat, ihdr = 8, [], None
+    while pos + 8 <= len(data):
+        n, tag = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + n]
+        if len(body) != n:
+            raise ValueError(f"chunk {tag!r} cut short")
+        if tag == b"IHDR":
+            ihdr = struct.unpack(">IIBBBBB", body)
+        elif tag == b"IDAT":
+            idat.append(body)
+        elif tag == b"IEND":
+            break
+        pos += 12 + n
+    w, h, _, color, _, _, interlace = ihdr
+    if interlace:
+        raise _err(path, "interlaced 16-bit colour PNG is not supported; re-save it without interlacing")
+    ch = {2: 3, 4: 2, 6: 4}[color]
+    _check_voxels(path, (ch, h, w))
+    bpp, need = 2 * ch, h * (w * 2 * ch + 1)
+    raw = zlib.decompressobj().decompress(b"".join(idat), need + 1)  # bounded: no zip bomb
+    if len(raw) != need:
+        raise ValueError(f"expected {need} bytes of pixel data, found {len(raw)}")
+    rows = np.frombuffer(raw, np.uint8).reshape(h, w * bpp + 1)
+    ftype, d = rows[:, 0], rows[:, 1:].reshape(h, w, bpp).astype(np.int16)
+    if ftype.max() > 4:
+        raise ValueError(f"unknown PNG filter type {ftype.max()}")
+    if not ftype.any():
+        out = d
+    else:
+        # Sub/Average/Paeth depend on the decoded left pixel: sweep anti-diagonals so each
+        # step is vectorised over rows (left, up and up-left are always done already).
+        out = np.zeros((h + 1, w + 1, bpp), np.int16)
+        ys = np.arange(h)
+        for t in range(w + h - 1):
+            y = ys[max(0, t - w + 1):min(h, t + 1)]
+            x = t - y
+            a, b, c = out[y + 1, x], out[y, x + 1], out[y, x]
+            p = a + b - c
+            pa, pb, pc = np.abs(p - a), np.abs(p - b), np.abs(p - c)
+            paeth = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
+            pred = np.choose(ftype[y][:, None], [np.zeros_like(a), a, b, (a + b) >> 1, paeth])
+            out[y + 1, x + 1] = (d[y, x] + pred) & 0xFF
+        out = out[1:, 1:]
+    px = out.astype(np.uint8).reshape(h, w * bpp).view(">u2").reshape(h, w, ch).astype(np.uint16)
+    px = px[..., :1] if ch == 2 else px[..., :3]  # drop alpha
+    return np.moveaxis(px, -1, 0)
+
+
+def _read_tiff(p: Path, path):
+    # tifffile only logs some corruption (e.g. a cut-off page chain) and returns fewer pages
+    log, handler, errors = logging.getLogger("tifffile"), logging.Handler(logging.ERROR), []
+    handler.emit = lambda record: errors.append(record.getMessage())
+    log.addHandler(handler)
+    try:
+        return _read_tiff_logged(p, path, errors)
+    finally:
+        log.removeHandler(handler)
+
+
+def _read_tiff_logged(p: Path, path, errors: list):
+    import tifffile
+
+    with tifffile.TiffFile(p) as tif:
+        series = tif.series[0]
+        axes, shape = series.axes, tuple(series.shape)
+        _check_voxels(path, shape)
+        page = series.keyframe
+        x = series.asarray()
+        ij = tif.imagej_metadata or {}
+        shaped = (tif.shaped_metadata or [{}])[0] or {}
+        tags = page.tags
+        xres, yres = (tags[k].value if k in tags else None for k in ("XResolution", "YResolution"))
+        resunit = int(tags["ResolutionUnit"].value) if "ResolutionUnit" in tags else 2
+        rgb = int(getattr(page, "photometric", 0)) == 2
+    if errors:
+        raise ValueError(errors[0])
+    if "S" in axes and rgb and shape[axes.index("S")] == 4:
+        x = x.take(range(3), axis=axes.index("S"))  # RGBA: drop alpha
+    keep = [i for i, a in enumerate(axes) if x.shape[i] > 1 or a in "YX"]
+    x = x.reshape([x.shape[i] for i in keep])
+    ax = "".join(axes[i] for i in keep)
+    chan = [a for a in ax if a in "CS"]
+    depth = [a for a in ax if a not in "CSYX"]
+    if "Y" not in ax or "X" not in ax or len(depth) > 1:
+        raise _err(path, f"TIFF has axes {axes} with shape {shape}; expected channels, at most "
+                         "one Z/T axis, then Y, X")
+    x = x.transpose([ax.index(a) for a in chan + depth + ["Y", "X"]])
+    x = x.reshape((-1,) + x.shape[len(chan):])
+
+    unit = _norm_unit(ij.get("unit") or shaped.get("unit"))
+    z = ij.get("spacing", shaped.get("spacing"))
+    spacing = None
+    if xres and yres and xres[0] and yres[0] and (resunit != 1 or tuple(xres) != (1, 1) or unit or z):
+        yx = [r[1] / r[0] for r in (yres, xres)]  # tag is pixels per unit
+        if resunit in (2, 3):  # inch / cm: physical, convert to the stated unit or mm
+            scale = 25.4 if resunit == 2 else 10.0
+            to = unit if unit in _UNIT_MM else "mm"
+            yx, unit = [s * scale / _UNIT_MM[to] for s in yx], to
+        spacing = tuple(float(s) for s in yx)
+    if x.ndim == 4 and (spacing or z):
+        spacing = (float(z or 1.0),) + (spacing or (1.0, 1.0))
+    return x, ImageMeta("tiff", x.dtype.name, spacing, unit if spacing else None)
+
+
+def _read_nifti(p: Path, path):
+    import nibabel as nib
+
+    img = nib.load(str(p), mmap=False)
+    hdr = img.header
+    shape = list(hdr.get_data_shape())
+    _check_voxels(path, shape)
+    # nibabel moves scl_slope/scl_inter from the header to the data proxy on load
+    slope, inter = getattr(img.dataobj, "slope", 1.0), getattr(img.dataobj, "inter", 0.0)
+    if slope != 1.0 or inter != 0.0:
+        x = np.asanyarray(img.dataobj).astype(np.float32)
+    else:
+        x = np.asanyarray(img.dataobj)  # stored dtype kept
+    while len(shape) > 3 and shape[-1] == 1:
+        shape.pop()
+    if len(shape) == 5 and shape[3] == 1:  # NIfTI vector image: components on the 5th axis
+        shape.pop(3)
+    if len(shape) > 4 or len(shape) < 2:
+        raise _err(path, f"NIfTI has shape {tuple(hdr.get_data_shape())}; expected 2D, 3D or 4D")
+    x = x.reshape(shape)  # only drops singleton axes, so memory order does not matter
+    if len(shape) == 4:
+        x = np.moveaxis(x, -1, 0)  # NIfTI keeps time/channels last
+    else:
+        x = x[None]
+    if x.shape[-1] == 1:  # [I,J,1]: a 2D slice
+        x = x[..., 0]
+    nsp = x.ndim - 1
+    spacing = tuple(float(z) for z in hdr.get_zooms()[:nsp])
+    unit = {"micron": "um", "meter": "m"}.get(hdr.get_xyzt_units()[0], "mm")
+    return x, ImageMeta("nifti", x.dtype.name, spacing, unit, np.asarray(img.affine, float).tolist())
+
+
+def _npy_shape(f):
+    version = np.lib.format.read_magic(f)
+    reader = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    return reader[version](f)[0] if version in reader else None
+
+
+def _npy_layout(path, x, spatial_ndim=None):
+    if spatial_ndim is not None and x.ndim == spatial_ndim + 1:
+        return x
+    if x.ndim in (2, 3):
+        return x[None]
+    if x.ndim == 4:
+        return x
+    raise _err(path, f"array has shape {tuple(x.shape)}; expected [H,W], [D,H,W] or [C,D,H,W]")
+
+
+def _read_npy(p: Path, path):
+    with open(p, "rb") as f:
+        shape = _npy_shape(f)
+        if shape is not None:
+            _check_voxels(path, shape)
+        f.seek(0)
+        x = _npy_layout(path, np.load(f, allow_pickle=False))
+    return x, ImageMeta("npy", x.dtype.name)
+
+
+def _read_npz(p: Path, path):
+    extras = ("spacing", "affine", "unit", "channel_names", "spatial_ndim")
+    # our own handle: np.load(path) leaks it when the zip is corrupt
+    with open(p, "rb") as fh, np.load(fh, allow_pickle=False) as z:
+        names = [k for k in z.files if k not in extras]
+        if not names:
+            raise _err(path, f"npz holds no image array (keys: {z.files})")
+        key = "x" if "x" in names else names[0]
+        with z.zip.open(key + ".npy") as f:
+            shape = _npy_shape(f)
+        if shape is not None:
+            _check_voxels(path, shape)
+        get = {k: z[k] for k in extras if k in z.files}
+        x = _npy_layout(path, z[key], int(get["spatial_ndim"]) if "spatial_ndim" in get else None)
+    return x, ImageMeta(
+        "npz", x.dtype.name,
+        spacing=tuple(float(s) for s in get["spacing"]) if "spacing" in get else None,
+        unit=str(get["unit"]) if "unit" in get else None,
+        affine=get["affine"].astype(float).tolist() if "affine" in get else None,
+        channel_names=[str(c) for c in get["channel_names"]] if "channel_names" in get else None)
+
+
+_READERS = {"png": _read_pillow, "jpeg": _read_pillow, "tiff": _read_tiff,
+            "nifti": _read_nifti, "npy": _read_npy, "npz": _read_npz}
+
+
+# ---------------------------------------------------------------- write
+
+
+def write(path, x: np.ndarray, meta: ImageMeta | None = None) -> None:
+    """Write ``x`` ([C,*S], or a bare [H,W]) atomically; the format comes from the suffix."""
+    fmt = format_of(path)
+    x = np.asarray(x)
+    if x.ndim == 2:
+        x = x[None]
+    if x.ndim not in (3, 4) or x.size == 0:
+        raise _err(path, f"cannot write array of shape {tuple(x.shape)}; expected [C,H,W], "
+                         "[C,D,H,W] or [H,W] with no empty axis")
+    if x.dtype.kind not in "biuf":
+        raise _err(path, f"cannot write data type {x.dtype.name}; convert to an integer or float type")
+    meta = meta or ImageMeta(fmt, x.dtype.name)
+    if meta.spacing is not None:
+        sp = np.asarray(meta.spacing, float)
+        if sp.shape != (x.ndim - 1,) or not np.all(np.isfinite(sp) & (sp > 0)):
+            raise _err(path, f"spacing {tuple(meta.spacing)} does not fit array {tuple(x.shape)}; "
+                             f"expected {x.ndim - 1} positive numbers")
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    suf = _suffix(p)
+    # hidden temp name in the same folder (same filesystem for os.replace), real suffix last
+    tmp = p.with_name(f".{p.name[:-len(suf)]}.tmp{os.getpid()}-{next(_tmp_counter)}{p.name[-len(suf):]}")
+    try:
+        _WRITERS[fmt](tmp, path, x, meta)
+        os.replace(tmp, p)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, NeurodiffError) or not isinstance(exc, Exception):
+            raise
+        raise _err(path, f"cannot write {fmt.upper()} ({_reason(exc)})") from exc
+
+
+def _write_pillow(tmp: Path, path, x, meta):
+    fmt = format_of(path)
+    allowed = ("uint8", "uint16") if fmt == "png" else ("uint8",)
+    if x.ndim != 3 or x.shape[0] not in (1, 3):
+        raise _err(path, f"{fmt.upper()} holds a 2D image [1,H,W] or [3,H,W], got shape {tuple(x.shape)}")
+    if x.dtype.name not in allowed:
+        raise _err(path, f"{fmt.upper()} holds {' or '.join(allowed)}, got {x.dtype.name}; convert first")
+    if x.dtype == np.uint16 and x.shape[0] == 3:
+        tmp.write_bytes(_png16_encode(x))  # Pillow has no 16-bit RGB mode
+        return
+    from PIL import Image
+
+    im = Image.fromarray(np.ascontiguousarray(x[0] if x.shape[0] == 1 else np.moveaxis(x, 0, -1)))
+    im.save(tmp, format="PNG" if fmt == "png" else "JPEG", **({"quality": 95} if fmt == "jpeg" else {}))
+
+
+def _png16_encode(x: np.ndarray) -> bytes:
+    """Minimal 16-bit RGB PNG (filter 0, zlib) from [3,H,W] uint16."""
+    _, h, w = x.shape
+    rows = np.zeros((h, 1 + 6 * w), np.uint8)
+    rows[:, 1:] = np.moveaxis(x, 0, -1).astype(">u2", order="C").view(np.uint8).reshape(h, -1)
+
+    def chunk(tag: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
+
+    return (_PNG_SIG + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)) + chunk(b"IEND", b""))
+
+
+def _write_tiff(tmp: Path, path, x, meta):
+    import tifffile
+
+    c, vol = x.shape[0], x.ndim == 4
+    big = x.nbytes > BIGTIFF_BYTES
+    imagej = x.dtype.name in ("uint8", "uint16", "float32") and not big  # ImageJ: no BigTIFF
+    rgb = not vol and c == 3 and x.dtype == np.uint8
+    unit = _norm_unit(meta.unit)
+    md, kw = {}, {"photometric": "rgb" if rgb else "minisblack", "bigtiff": big}
+    if rgb:
+        data, md["axes"] = np.moveaxis(x, 0, -1), "YXS"
+    elif imagej and vol and c > 1:
+        data, md["axes"] = np.moveaxis(x, 0, 1), "ZCYX"  # ImageJ order is TZCYXS
+    else:
+        data = x if c > 1 else x[0]
+        md["axes"] = ("C" if c > 1 else "") + ("ZYX" if vol else "YX")
+    if meta.spacing is not None:
+        sy, sx = meta.spacing[-2:]
+        if vol:
+            md["spacing"] = float(meta.spacing[0])
+        if unit:
+            md["unit"] = unit
+        if not imagej and unit in _UNIT_MM:  # plain TIFF: physical cm resolution for other readers
+            sy, sx = (s * _UNIT_MM[unit] / 10.0 for s in (sy, sx))
+            kw["resolutionunit"] = "CENTIMETER"
+        else:
+            kw["resolutionunit"] = "NONE"  # ImageJ reads its unit from the description
+        kw["resolution"] = (1.0 / sx, 1.0 / sy)
+    tifffile.imwrite(tmp, data, imagej=imagej, metadata=md, **kw)
+
+
+_NIFTI_UNITS = {"um": "micron", "m": "meter"}
+
+
+def _write_nifti(tmp: Path, path, x, meta):
+    import nibabel as nib
+
+    if x.dtype.name not in ("uint8", "int8", "int16", "uint16", "int32", "uint32",
+                            "int64", "uint64", "float32", "float64"):
+        raise _err(path, f"NIfTI cannot hold {x.dtype.name}; convert to uint8, int16, float32 or similar")
+    data = x[0] if x.shape[0] == 1 else np.moveaxis(x, 0, -1)
+    if x.ndim == 3:  # 2D image: a single-slice volume, channels (if any) on the 4th axis
+        data = data[:, :, None] if x.shape[0] == 1 else data[:, :, None, :]
+    if meta.affine is not None:
+        affine = np.asarray(meta.affine, float)
+        if affine.shape != (4, 4):
+            raise _err(path, f"affine must be 4x4, got shape {affine.shape}")
+    else:
+        sp = list(meta.spacing or [])
+        affine = np.diag(sp + [1.0] * (4 - len(sp))) if sp else np.eye(4)
+    img = nib.Nifti1Image(data, affine, dtype=x.dtype)
+    img.header.set_xyzt_units(_NIFTI_UNITS.get(_norm_unit(meta.unit), "mm"))
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    nib.save(img, str(tmp))
+
+
+def _npy_payload(path, x, fmt):
+    if x.shape[0] == 1:
+        return x[0], None  # a bare [H,W] / [D,H,W] reads back as [1,*S]
+    if x.ndim == 4:
+        return x, None
+    if fmt == "npy":
+        raise _err(path, f"a multi-channel 2D image {tuple(x.shape)} would read back from .npy as a "
+                         "volume; use .npz or .tif")
+    return x, 2
+
+
+def _write_npy(tmp: Path, path, x, meta):
+    np.save(tmp, _npy_payload(path, x, "npy")[0])
+
+
+def _write_npz(tmp: Path, path, x, meta):
+    data, spatial = _npy_payload(path, x, "npz")
+    extra = {"spatial_ndim": spatial, "spacing": meta.spacing, "affine": meta.affine,
+             "unit": meta.unit, "channel_names": meta.channel_names}
+    out = {"x": data, **{k: np.asarray(v) for k, v in extra.items() if v is not None}}
+    with open(tmp, "wb") as f:  # a file object: np.savez would append '.npz' to a path
+        np.savez_compressed(f, **out)
+
+
+_WRITERS = {"png": _write_pillow, "jpeg": _write_pillow, "tiff": _write_tiff,
+            "nifti": _write_nifti, "npy": _write_npy, "npz": _write_npz}

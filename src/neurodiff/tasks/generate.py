@@ -1,0 +1,223 @@
+"""Generate: samples under conditions with CFG, written in the training data's format, plus manifest.csv.
+
+Sample k is a function of (seed, k) alone: its noise comes from its own generator and, with ``exact``,
+the net sees it on its own, so the file is the same for any batch size or number of processes.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io as _io
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from neurodiff import dist
+from neurodiff.data import io
+from neurodiff.data.normalize import Normalizer
+from neurodiff.diffusion.denoiser import guided, make_precond
+from neurodiff.diffusion.samplers import get_sampler
+from neurodiff.diffusion.schedules import sampling_sigmas
+from neurodiff.errors import NeurodiffError
+from neurodiff.nn.unet import Cond
+
+SUFFIX = {"png": ".png", "jpeg": ".png", "tiff": ".tif", "nifti": ".nii.gz", "npy": ".npy", "npz": ".npy"}
+MANIFEST_FIELDS = ["file", "index", "seed", "label", "label_name", "covariates", "guidance", "sampler",
+                   "steps", "model_digest"]
+
+
+def sample_seed(seed: int, k: int) -> int:
+    """Seed of sample k's generator: a hash of (seed, k), so neighbouring seeds share no samples."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{k}".encode()).digest()[:8], "little") >> 1
+
+
+def resolve_label(cfg, label) -> int | None:
+    """An int, a class name, or None -> class index (checked against the model)."""
+    if label is None:
+        return None
+    m = cfg.model
+    names = cfg.data.meta.get("class_names") or []
+    if not m.num_classes:
+        raise NeurodiffError(f"--label {label}: this model was trained without labels")
+    if isinstance(label, str) and not label.lstrip("-").isdigit():
+        if label not in names:
+            raise NeurodiffError(f"--label {label!r}: unknown class (classes: {', '.join(names) or 'indices only'})")
+        return names.index(label)
+    idx = int(label)
+    if not 0 <= idx < m.num_classes:
+        raise NeurodiffError(f"--label {idx}: out of range, expected 0..{m.num_classes - 1}")
+    return idx
+
+
+def make_cond(cfg, labels: list[int | None], scalars: list[list[float]] | None, device) -> Cond | None:
+    m = cfg.model
+    cond = Cond()
+    if m.num_classes and any(v is not None for v in labels):
+        cond.label = torch.tensor([v if v is not None else m.num_classes for v in labels], device=device)
+        cond.drop = torch.tensor([v is None for v in labels], device=device)
+    if scalars is not None:
+        if not m.num_scalars:
+            raise NeurodiffError("covariates were given but this model was trained without them")
+        cond.scalars = torch.tensor(scalars, dtype=torch.float32, device=device)
+        if cond.drop is None:
+            cond.drop = torch.zeros(len(labels), dtype=torch.bool, device=device)
+    return cond if (cond.label is not None or cond.scalars is not None) else None
+
+
+@torch.no_grad()
+def sample_batch(net, cfg, seeds: list[int], labels: list[int | None] | None = None,
+                 scalars: list[list[float]] | None = None, guidance: float = 1.0, steps: int = 30,
+                 sampler: str = "dpmpp_2m", exact: bool = True, shape: list[int] | None = None,
+                 device="cpu", callback=None) -> torch.Tensor:
+    """[len(seeds), C, *S] samples in normalised units (float32, clamped to [-1, 1])."""
+    n = len(seeds)
+    labels = labels if labels is not None else [None] * n
+    shape = shape or cfg.data.meta.get("shape")
+    if not shape:
+        raise NeurodiffError("the model config has no data.meta.shape: give the sample size explicitly")
+    precond = make_precond(cfg.diffusion)
+    d = cfg.diffusion
+    sigmas = sampling_sigmas(precond, steps, d.sigma_min, d.sigma_max, d.rho).to(device)
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    noise = torch.stack([torch.randn(shape, generator=g) for g in gens]).to(device)
+    cond = make_cond(cfg, labels, scalars, device)
+    run = get_sampler(sampler)
+    if exact:
+        denoisers = [guided(net, precond, None if cond is None else cond.select([i]), guidance) for i in range(n)]
+
+        def D(x, sigma):
+            return torch.cat([denoisers[i](x[i:i + 1], sigma[i:i + 1]) for i in range(n)])
+    else:
+        D = guided(net, precond, cond, guidance)
+    x = run(lambda x, s: D(x.float(), s), noise, sigmas, generator=gens, callback=callback)
+    return x.float().clamp(-1, 1)
+
+
+def output_meta(cfg) -> tuple[str, io.ImageMeta]:
+    """File suffix and metadata for writing samples like the training data."""
+    meta = cfg.data.meta
+    fmt = meta.get("format", "npy")
+    return SUFFIX.get(fmt, ".npy"), io.ImageMeta(
+        format=fmt, dtype=meta.get("dtype", "float32"), spacing=tuple(meta["spacing"]) if meta.get("spacing") else None,
+        unit=meta.get("unit"), affine=meta.get("affine"))
+
+
+def to_output(cfg, x: torch.Tensor) -> np.ndarray:
+    """Normalised [C, *S] -> the training data's units and dtype."""
+    nm = cfg.data.meta.get("normalizer")
+    if not nm:
+        return x.cpu().numpy()
+    dtype = cfg.data.meta.get("dtype", "float32")
+    if cfg.data.meta.get("format") in ("png", "jpeg") and dtype not in ("uint8", "uint16"):
+        dtype = "uint16"
+    return Normalizer(**nm).denormalize(x, dtype)
+
+
+def write_manifest(path: Path, rows: list[dict]) -> None:
+    buf = _io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS)
+    w.writeheader()
+    w.writerows(sorted(rows, key=lambda r: int(r["index"])))
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(buf.getvalue())
+    os.replace(tmp, path)
+
+
+def read_manifest(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def generate(net, cfg, out_dir: str | Path, n: int, seed: int = 0, batch: int = 16, label=None,
+             covariates: dict | None = None, guidance: float = 1.0, steps: int = 30, sampler: str = "dpmpp_2m",
+             exact: bool = True, digest: str = "", device="cpu", progress: bool = True) -> list[dict]:
+    """Write samples 0..n-1 (this process's share under torchrun) and manifest.csv; skips finished files.
+
+    ``label``: None (unconditional, or cycle through classes with 'all'), an index or a class name.
+    ``covariates``: {name: value} for every covariate the model was trained with.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    suffix, meta = output_meta(cfg)
+    names = cfg.data.meta.get("class_names") or []
+    cov_names = list(cfg.data.meta.get("covariates") or []) + (["depth"] if cfg.data.depth_scalar else [])
+    scalars_row = None
+    if covariates:
+        missing = [c for c in cov_names if c not in covariates]
+        unknown = [c for c in covariates if c not in cov_names]
+        if unknown or missing:
+            raise NeurodiffError(f"covariates: model expects {cov_names or 'none'}; unknown {unknown}, missing {missing}")
+        order = (["depth"] if cfg.data.depth_scalar else []) + list(cfg.data.meta.get("covariates") or [])
+        scalars_row = [float(covariates[c]) for c in order]
+    if label == "all":
+        if not cfg.model.num_classes:
+            raise NeurodiffError("--label all: this model was trained without labels")
+        labels = [k % cfg.model.num_classes for k in range(n)]
+    else:
+        fixed = resolve_label(cfg, label)
+        labels = [fixed] * n
+    mine = [k for k in range(n) if k % dist.world_size() == dist.rank()]
+    todo = [k for k in mine if not (out_dir / f"sample_{k:06d}{suffix}").exists()]
+    rows: dict[int, dict] = {}
+    bar = None
+    if progress and dist.is_main():
+        from tqdm import tqdm
+
+        import sys
+
+        bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc="sampling", unit="sample",
+                   mininterval=0.5 if sys.stderr.isatty() else 15.0)
+    for start in range(0, len(todo), batch):
+        ks = todo[start:start + batch]
+        x = sample_batch(net, cfg, [sample_seed(seed, k) for k in ks], [labels[k] for k in ks],
+                         [scalars_row] * len(ks) if scalars_row else None, guidance, steps, sampler, exact,
+                         device=device)
+        for k, xi in zip(ks, x):
+            io.write(out_dir / f"sample_{k:06d}{suffix}", to_output(cfg, xi), meta)
+        if bar:
+            bar.update(len(ks))
+    if bar:
+        bar.close()
+    for k in mine:
+        lab = labels[k]
+        rows[k] = {"file": f"sample_{k:06d}{suffix}", "index": k, "seed": seed, "label": "" if lab is None else lab,
+                   "label_name": names[lab] if lab is not None and lab < len(names) else "",
+                   "covariates": ";".join(f"{c}={covariates[c]}" for c in cov_names) if covariates else "",
+                   "guidance": guidance, "sampler": sampler, "steps": steps, "model_digest": digest}
+    part = out_dir / (f".manifest.rank{dist.rank()}.csv" if dist.world_size() > 1 else "manifest.csv")
+    write_manifest(part, list(rows.values()))
+    if dist.world_size() > 1:
+        dist.barrier()
+        if dist.is_main():
+            merged = []
+            for r in range(dist.world_size()):
+                p = out_dir / f".manifest.rank{r}.csv"
+                merged += read_manifest(p)
+                p.unlink(missing_ok=True)
+            write_manifest(out_dir / "manifest.csv", merged)
+        dist.barrier()
+    return [rows[k] for k in sorted(rows)]
+
+
+def grid(images: np.ndarray, ncol: int, pad: int = 2) -> np.ndarray:
+    """[N, H, W] uint8 -> one [rows*H, ncol*W] mosaic with a dark border."""
+    n, h, w = images.shape
+    nrow = -(-n // ncol)
+    out = np.zeros((nrow * (h + pad) + pad, ncol * (w + pad) + pad), dtype=np.uint8)
+    for i, im in enumerate(images):
+        r, c = divmod(i, ncol)
+        out[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = im
+    return out
+
+
+def to_uint8_display(x: torch.Tensor) -> np.ndarray:
+    """Normalised [N, C, H, W] (or a 3D volume's middle slice) -> [N, H, W] uint8 for previews."""
+    if x.ndim == 5:
+        x = x[:, :, x.shape[2] // 2]
+    x = x[:, 0] if x.shape[1] != 3 else x.mean(1)
+    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()

@@ -1,0 +1,169 @@
+"""EMA, atomic checkpoints (loaded with weights_only=True), safetensors export and model loading."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import pickle
+from pathlib import Path
+
+import torch
+
+from neurodiff import config as config_mod
+from neurodiff.errors import NeurodiffError
+from neurodiff.nn.unet import UNet, build_unet
+
+
+class EMA:
+    """Exponential moving average of weights with a half-life in images (Karras et al. 2022, App. F)."""
+
+    def __init__(self, net: torch.nn.Module):
+        self.net = copy.deepcopy(net).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, net: torch.nn.Module, nimg: int, batch: int, halflife_nimg: float, rampup: float) -> None:
+        hl = halflife_nimg if not rampup else min(halflife_nimg, nimg * rampup)
+        beta = 0.5 ** (batch / max(hl, 1e-8)) if hl > 0 else 0.0
+        for p_ema, p in zip(self.net.parameters(), net.parameters()):
+            p_ema.lerp_(p.detach(), 1.0 - beta)
+        for b_ema, b in zip(self.net.buffers(), net.buffers()):
+            b_ema.copy_(b)
+
+
+def _fsync_replace(tmp: Path, path: Path) -> None:
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    try:  # make the rename itself durable
+        fd = os.open(path.parent, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        _fsync_replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise NeurodiffError(f"{path}: cannot write checkpoint ({e.strerror or e}); the previous one is kept") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def checkpoint_path(run_dir: Path, nimg: int) -> Path:
+    return Path(run_dir) / "checkpoints" / f"ckpt-{nimg:012d}.pt"
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    return sorted((Path(run_dir) / "checkpoints").glob("ckpt-*.pt"))
+
+
+def save_checkpoint(run_dir: Path, state: dict, keep: int = 2) -> Path:
+    path = checkpoint_path(run_dir, state["nimg"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save(state, path)
+    for old in list_checkpoints(run_dir)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Load training state with weights_only=True: a file carrying code is refused, never executed."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise NeurodiffError(f"{path}: refused to load, the file holds more than weights "
+                             f"({str(e).splitlines()[0][:120]})") from None
+    except (OSError, RuntimeError, EOFError, ValueError) as e:
+        raise NeurodiffError(f"{path}: not a readable checkpoint ({str(e).splitlines()[0][:120]})") from None
+    if not isinstance(state, dict) or not {"net", "ema", "nimg", "config"} <= set(state):
+        raise NeurodiffError(f"{path}: not a neurodiff checkpoint (missing net/ema/nimg/config)")
+    return state
+
+
+def latest_checkpoint(run_dir: Path) -> dict | None:
+    """The newest checkpoint that loads; a damaged newer one is reported and skipped."""
+    for path in reversed(list_checkpoints(run_dir)):
+        try:
+            state = load_checkpoint(path)
+            state["path"] = str(path)
+            return state
+        except NeurodiffError as e:
+            print(f"warning: skipping {e}", flush=True)
+    return None
+
+
+def state_digest(state_dict: dict) -> str:
+    """sha256 (16 hex) of the weights: names, shapes, dtypes and bytes, in name order."""
+    h = hashlib.sha256()
+    for k in sorted(state_dict):
+        t = state_dict[k].detach().cpu().contiguous()
+        h.update(k.encode())
+        h.update(str((tuple(t.shape), str(t.dtype))).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def export_model(run_dir: Path, model_dir: Path) -> Path:
+    """EMA weights of the newest checkpoint -> model_dir/model.safetensors + config.json."""
+    from safetensors.torch import save_file
+
+    state = latest_checkpoint(run_dir)
+    if state is None:
+        raise NeurodiffError(f"{run_dir}: no checkpoint to export (is this a training run folder?)")
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.contiguous() for k, v in state["ema"].items()}
+    meta = {"nimg": str(state["nimg"]), "digest": state_digest(tensors)}
+    tmp = model_dir / f".model.safetensors.tmp-{os.getpid()}"
+    save_file(tensors, str(tmp), metadata=meta)
+    _fsync_replace(tmp, model_dir / "model.safetensors")
+    cfg_tmp = model_dir / f".config.json.tmp-{os.getpid()}"
+    cfg_tmp.write_text(json.dumps(json.loads(state["config"]), indent=2))
+    _fsync_replace(cfg_tmp, model_dir / "config.json")
+    return model_dir
+
+
+class LoadedModel:
+    """A net (EMA weights, eval mode), its full config and a digest of its weights."""
+
+    def __init__(self, net: UNet, cfg: config_mod.RunConfig, digest: str, source: Path, nimg: int):
+        self.net, self.cfg, self.digest, self.source, self.nimg = net, cfg, digest, source, nimg
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """A run folder (newest checkpoint's EMA) or an exported model folder (model.safetensors + config.json)."""
+    path = Path(path)
+    if not path.exists():
+        raise NeurodiffError(f"{path}: no such run or model folder")
+    if (path / "model.safetensors").is_file():
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        if not (path / "config.json").is_file():
+            raise NeurodiffError(f"{path}: model.safetensors without config.json")
+        try:
+            raw = json.loads((path / "config.json").read_text())
+            weights = load_file(str(path / "model.safetensors"))
+        except (SafetensorError, ValueError, OSError) as e:
+            raise NeurodiffError(f"{path}: cannot read model files ({str(e).splitlines()[0][:120]})") from None
+        cfg, nimg = config_mod.from_dict(raw), -1
+    else:
+        state = latest_checkpoint(path)
+        if state is None:
+            raise NeurodiffError(f"{path}: neither a model folder (model.safetensors) nor a run with checkpoints")
+        cfg, weights, nimg = config_mod.from_dict(json.loads(state["config"])), state["ema"], state["nimg"]
+    net = build_unet(cfg.model)
+    try:
+        net.load_state_dict(weights)
+    except RuntimeError as e:
+        raise NeurodiffError(f"{path}: weights do not match the model config ({str(e).splitlines()[0][:160]})") from None
+    return LoadedModel(net.to(device).eval().requires_grad_(False), cfg, state_digest(weights), path, nimg)
