@@ -122,3 +122,37 @@ def test_nan_voxels_are_an_error_naming_the_file(tmp_path):
     io.write(tmp_path / "n.tif", x)
     with pytest.raises(NeurodiffError, match="n.tif.*NaN"):
         ImageDataset(data_cfg(tmp_path))
+
+
+def test_numeric_class_folders_sort_by_value_and_resolve_by_name(tmp_path):
+    from neurodiff.tasks.generate import resolve_label
+
+    for name in ("2", "10", "1"):
+        io.write(tmp_path / name / "a.png", np.full((1, 8, 8), int(name), np.uint8))
+    ds = ImageDataset(data_cfg(tmp_path, labels="folders"))
+    assert ds.class_names == ["1", "2", "10"]
+    cfg = config.load("tiny")
+    cfg.model.num_classes, cfg.data.meta = 3, {"class_names": ds.class_names}
+    assert resolve_label(cfg, "10") == 2 and resolve_label(cfg, "2") == 1
+
+
+def test_depth_position_comes_before_manifest_covariates(volume_folder, tmp_path):
+    files = sorted(p.name for p in volume_folder.glob("*.nii.gz"))
+    (volume_folder / "cov.csv").write_text("file,age\n" + "\n".join(f"{f},{50 + i}" for i, f in enumerate(files)))
+    ds = ImageDataset(data_cfg(volume_folder, kind="slices", axis=0, depth_scalar=True, manifest="cov.csv",
+                               covariates=["age"]))
+    item = ds[(16 + 15, 0)]   # second volume, last slice
+    assert item["scalars"].tolist() == [1.0, 51.0]
+
+
+def test_rot90_on_non_square_images_keeps_the_shape(tmp_path):
+    io.write(tmp_path / "a.png", np.arange(8 * 12, dtype=np.uint8).reshape(1, 8, 12))
+    ds = ImageDataset(data_cfg(tmp_path, rot90=True))
+    assert {tuple(ds[(0, s)]["x"].shape) for s in range(16)} == {(1, 8, 12)}
+
+
+def test_mixed_sizes_without_resize_name_both_files(tmp_path):
+    io.write(tmp_path / "a.png", np.zeros((1, 8, 8), np.uint8))
+    io.write(tmp_path / "b.png", np.ones((1, 8, 12), np.uint8))
+    with pytest.raises(NeurodiffError, match="b.png.*a.png.*data.size"):
+        ImageDataset(data_cfg(tmp_path))

@@ -6,7 +6,7 @@ import torch
 from neurodiff.diffusion.denoiser import EDM, VP, append_dims, bind, denoise, guided
 from neurodiff.diffusion.losses import denoising_loss, loss_weight
 from neurodiff.diffusion.samplers import SAMPLERS, nfe, randn_like
-from neurodiff.diffusion.schedules import karras, vp_betas, vp_schedule, vp_sigmas, vp_timesteps
+from neurodiff.diffusion.schedules import karras, vp_betas, vp_schedule, vp_timesteps
 
 
 def analytic(s):
@@ -155,3 +155,55 @@ def test_loss_is_zero_for_perfect_net_and_positive_otherwise():
     for kind in ("mse", "l1", "huber"):
         assert denoising_loss(perfect, edm, x0, sigma, noise, loss=kind).item() < 1e-10
         assert denoising_loss(lambda xin, c, cond: torch.zeros_like(xin), edm, x0, sigma, noise, loss=kind) > 0.01
+
+
+def test_default_vp_schedule_matches_diffusers_trailing_ddim():
+    """The schedule sampling actually uses (sampling_sigmas -> trailing spacing) against DDIMScheduler."""
+    from diffusers import DDIMScheduler
+
+    from neurodiff.diffusion.schedules import sampling_sigmas
+
+    T, steps = 300, 30
+    sched = DDIMScheduler(num_train_timesteps=T, beta_schedule="linear", set_alpha_to_one=True, steps_offset=0,
+                          clip_sample=False, timestep_spacing="trailing")
+    sched.set_timesteps(steps)
+    ab = sched.alphas_cumprod
+
+    def eps_model(x, t, cond=None):
+        a = ab[torch.as_tensor(t).round().long()].reshape(-1, 1, 1, 1)
+        return x * (1 - a).sqrt() / (0.25 * a + 1 - a)
+
+    vp = VP(T, "linear", "eps")
+    sigmas = sampling_sigmas(vp, steps)
+    assert torch.equal(vp.sigma_to_t(sigmas[:-1]).long(), sched.timesteps.long())
+    x_vp = torch.randn(2, 1, 8, 8)
+    ref = x_vp.clone()
+    with torch.no_grad():
+        for t in sched.timesteps:
+            ref = sched.step(eps_model(ref, t.expand(2)), t, ref).prev_sample
+        out = SAMPLERS["ddim"](bind(eps_model, vp), x_vp.double() * (1 + sigmas[0] ** 2).sqrt() / sigmas[0], sigmas)
+    assert (out.float() - ref).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("name", ["euler", "dpmpp_2m", "ancestral"])
+def test_vp_schedule_samplers_recover_unit_gaussian(name):
+    """DDPM-style start x_T ~ N(0, I) in VP space (std sqrt(1 + sigma_max^2) in ours) with T=300 steps."""
+    from neurodiff.diffusion.schedules import vp_schedule
+
+    vp = VP(300, "linear")
+    sig = vp_schedule(vp.sigma_table, 300)
+    gens = [torch.Generator().manual_seed(k) for k in range(4096)]
+    noise = randn_like(torch.zeros(4096, 1, 4, 4), gens) * (1 + sig[0] ** 2).sqrt() / sig[0]
+    x = SAMPLERS[name](analytic(1.0), noise, sig, generator=gens)
+    assert abs(x.std().item() - 1) < 0.02
+
+
+def test_too_many_vp_steps_is_an_error_not_nan():
+    from neurodiff.diffusion.schedules import vp_schedule
+    from neurodiff.errors import NeurodiffError
+
+    vp = VP(300, "linear")
+    with pytest.raises(NeurodiffError, match="300 timesteps"):
+        vp_schedule(vp.sigma_table, 400)
+    s = vp_schedule(vp.sigma_table, 300)
+    assert torch.all(s[:-1] > s[1:])

@@ -7,7 +7,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "neurodiff"
 TIERS = [
     {"errors", "config", "dist"},
-    {"nn", "data.io", "data.normalize"},
+    {"nn", "data.io", "data.png16", "data.normalize"},
     {"diffusion", "codec", "tiling"},
     {"tasks"},
     {"data.datasets"},
@@ -65,5 +65,5 @@ def test_diffusion_does_not_import_nn_and_io_does_not_import_torch():
 
 
 def test_modules_stay_small():
-    big = [(p.name, n) for p in SRC.rglob("*.py") if (n := len(p.read_text().splitlines())) > 500]
+    big = [(p.name, n) for p in SRC.rglob("*.py") if (n := len(p.read_text().splitlines())) > 450]
     assert not big, big

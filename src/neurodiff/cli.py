@@ -31,7 +31,8 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="generate samples from a run or an exported model", epilog=EPILOG)
     s.add_argument("model", help="run folder (uses the newest checkpoint's EMA weights) or exported model folder")
-    s.add_argument("--n", type=int, default=16, help="number of samples (default 16)")
+    s.add_argument("--n", "--num-samples", dest="n", type=int, default=16,
+                   help="number of samples (default 16); under torchrun write --num-samples")
     s.add_argument("--out", required=True, help="output folder (samples + manifest.csv); finished files are kept")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch", type=int, default=None, help="samples per batch (does not change the results)")
@@ -52,7 +53,10 @@ def _parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="train on the MNI152 template's axial slices (14 depths) and sample every depth")
     d.add_argument("--out", default="neurodiff-demo", help="output folder (default ./neurodiff-demo)")
-    d.add_argument("--minutes", type=float, default=None, help="training budget in minutes (default: the preset's)")
+    d.add_argument("--minutes", type=float, default=None,
+                   help="training time in minutes (default 2 for fine-tuning; from scratch: the preset's images)")
+    d.add_argument("--from-scratch", action="store_true", help="train from random weights instead of fine-tuning "
+                   "the shipped ones")
     d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     d.add_argument("--no-progress", action="store_true")
     return p
@@ -69,11 +73,10 @@ def cmd_train(args) -> int:
     from neurodiff.train.loop import train
 
     out = Path(args.out)
-    if args.resume and (out / "config.yaml").is_file():
-        cfg = config_mod.load(out / "config.yaml", args.overrides + ([f"data.path={args.data}"] if args.data else []))
-    else:
-        overrides = ([f"data.path={args.data}"] if args.data else []) + args.overrides
-        cfg = config_mod.load(args.config, overrides)
+    source = out / "config.yaml" if args.resume and (out / "config.yaml").is_file() else args.config
+    cfg = config_mod.load(source, args.overrides)
+    if args.data:
+        cfg.data.path = args.data   # a path, taken as it is (not parsed as YAML)
     if not cfg.data.path:
         raise NeurodiffError("--data: no training data given (or set data.path in the config)")
     summary = train(cfg, out, resume=args.resume, progress=not args.no_progress)
@@ -90,7 +93,8 @@ def cmd_sample(args) -> int:
     _positive("--n", args.n)
     _positive("--batch", args.batch)
     _positive("--steps", args.steps)
-    _positive("--guidance", args.guidance)
+    if args.guidance is not None and args.guidance < 0:
+        raise NeurodiffError(f"--guidance: expected a value >= 0 (1 = off, 0 = unconditional), got {args.guidance}")
     device = dist.init()
     model = load_model(args.model, device)
     sc = model.cfg.sample
@@ -126,7 +130,8 @@ def cmd_export(args) -> int:
 def cmd_demo(args) -> int:
     from neurodiff.demo import run_demo
 
-    run_demo(args.out, minutes=args.minutes, overrides=args.overrides, progress=not args.no_progress)
+    run_demo(args.out, minutes=args.minutes, overrides=args.overrides, progress=not args.no_progress,
+             from_scratch=args.from_scratch)
     return 0
 
 

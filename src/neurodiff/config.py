@@ -23,8 +23,8 @@ PRESET_DIR = Path(__file__).parent / "configs"
 class NormalizerConfig:
     kind: str = "minmax"            # minmax | percentile | range (fixed lo/hi, e.g. the dtype's range)
     lo: float | None = None         # fitted on the data when None (minmax, percentile)
-    hi: float | None = None
-    percentiles: list[float] = field(default_factory=lambda: [0.5, 99.5])
+    hi: float | None = None         # upper end of the intensity range mapped to +1
+    percentiles: list[float] = field(default_factory=lambda: [0.5, 99.5])  # percentile: low/high clip points
 
 
 @dataclass
@@ -43,90 +43,91 @@ class DataConfig:
     size: list[int] = field(default_factory=list)   # resize every sample to this spatial size (empty: keep)
     resize_mode: str = "stretch"    # stretch | fit (keep the aspect ratio, pad with the background)
     crop: list[int] = field(default_factory=list)   # random crop of this size (volumes: 3D crops)
-    hflip: bool = False
-    vflip: bool = False
-    rot90: bool = False
+    hflip: bool = False             # random left-right flips
+    vflip: bool = False             # random up-down flips
+    rot90: bool = False             # random quarter turns in the last two axes
     normalizer: NormalizerConfig = field(default_factory=NormalizerConfig)
-    meta: dict = field(default_factory=dict)  # filled from the data: format, dtype, spacing, affine (for outputs)
+    meta: dict = field(default_factory=dict)  # written by training: format, dtype, spacing, affine, classes, normaliser
 
 
 @dataclass
 class ModelConfig:
-    dims: int = 2
+    dims: int = 2                   # 2 (images, slices) or 3 (volumes)
     in_channels: int = 0            # 0 = data channels
     out_channels: int = 0           # 0 = in_channels
     channels: int = 32              # base width
     channel_mult: list[int] = field(default_factory=lambda: [1, 2, 2])
     num_res_blocks: int = 1
     attn_levels: list[int] = field(default_factory=lambda: [2])   # level indices with self-attention
-    num_heads: int = 4
+    num_heads: int = 4              # attention heads
     num_classes: int = 0            # labels in [0, num_classes); 0 = no label embedding
     num_scalars: int = 0            # continuous covariates; 0 = none
     cond_image_channels: int = 0    # channels concatenated to the input (super-res, translation, volumes)
-    dropout: float = 0.0
+    dropout: float = 0.0            # dropout in residual blocks
     groups: int = 8                 # GroupNorm groups (capped by the width)
     checkpointing: bool = False     # gradient checkpointing of residual blocks
 
 
 @dataclass
 class VPConfig:
-    T: int = 1000
+    T: int = 1000                   # number of discrete timesteps
     beta_schedule: str = "linear"   # linear | cosine
-    beta_start: float = 1e-4
-    beta_end: float = 0.02
+    beta_start: float = 1e-4        # linear schedule: first beta
+    beta_end: float = 0.02          # linear schedule: last beta
     prediction: str = "eps"         # eps | v | x0
 
 
 @dataclass
 class DiffusionConfig:
     precond: str = "edm"            # edm | vp
-    sigma_data: float = 0.5
+    sigma_data: float = 0.5         # EDM: standard deviation of the (normalised) data
     P_mean: float = -1.2            # EDM training sigma density: ln(sigma) ~ N(P_mean, P_std^2)
-    P_std: float = 1.2
+    P_std: float = 1.2              # EDM: spread of ln(sigma) in training
     sigma_min: float = 0.002        # EDM sampling range
-    sigma_max: float = 80.0
-    rho: float = 7.0
+    sigma_max: float = 80.0         # EDM: largest sampling noise level
+    rho: float = 7.0                # EDM: schedule curvature (Karras et al. eq. 5)
     vp: VPConfig = field(default_factory=VPConfig)
     loss: str = "mse"               # mse | l1 | huber
-    huber_delta: float = 1.0
+    huber_delta: float = 1.0        # Huber loss: quadratic below this error
     weighting: str = "auto"         # auto (edm for EDM, uniform for VP) | edm | min_snr | uniform
-    min_snr_gamma: float = 5.0
+    min_snr_gamma: float = 5.0      # min-SNR weighting: the SNR cap
     cond_drop_prob: float = 0.1     # classifier-free guidance: drop label/covariates with this probability
 
 
 @dataclass
 class TrainConfig:
     batch: int = 16                 # global batch (split across processes)
-    lr: float = 2e-4
-    weight_decay: float = 0.0
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    warmup_nimg: int = 2000
-    total_nimg: int = 100_000
+    lr: float = 2e-4                # AdamW learning rate after warm-up
+    weight_decay: float = 0.0       # AdamW weight decay
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW betas
+    warmup_nimg: int = 2000         # linear learning-rate warm-up, in images
+    total_nimg: int = 100_000       # training length, in images
     grad_clip: float = 1.0          # max gradient norm; 0 = off
-    ema_halflife_nimg: int = 5000
+    ema_halflife_nimg: int = 5000   # EMA half-life, in images
     ema_rampup: float = 0.05        # EMA half-life is at most this fraction of images seen (0 = off)
     precision: str = "auto"         # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
-    seed: int = 0
+    seed: int = 0                   # all training randomness derives from (seed, step)
     workers: int = 0                # DataLoader worker processes
-    log_every_nimg: int = 1000
-    preview_every_nimg: int = 10_000
-    checkpoint_every_nimg: int = 10_000
-    keep_checkpoints: int = 2
-    nan_policy: str = "stop"        # stop | skip
+    log_every_nimg: int = 1000      # metrics.jsonl (and TensorBoard) interval
+    preview_every_nimg: int = 10_000  # preview grid PNG interval
+    checkpoint_every_nimg: int = 10_000  # checkpoint interval (atomic writes)
+    keep_checkpoints: int = 2       # newest checkpoints kept
+    nan_policy: str = "stop"        # stop (keep the last checkpoint) | skip (count and skip the step)
+    init_from: str = ""             # start from these weights (a model or run folder): fine-tuning
 
 
 @dataclass
 class SampleConfig:
     sampler: str = "dpmpp_2m"       # euler (= ddim) | heun | dpmpp_2m | ancestral
-    steps: int = 30
+    steps: int = 30                 # sampler steps
     guidance: float = 1.0           # 1 = off
-    batch: int = 16
+    batch: int = 16                 # samples per batch
     exact: bool = True              # run the net one sample at a time: sample k is bit-identical for any batch
 
 
 @dataclass
 class RunConfig:
-    name: str = "run"
+    name: str = "run"               # a label for the run
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)

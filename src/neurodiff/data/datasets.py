@@ -37,6 +37,11 @@ def list_files(root: Path) -> list[Path]:
     return files
 
 
+def natural(name: str):
+    """Sort key: numbers by value (2 before 10), then text."""
+    return (0, int(name), "") if name.lstrip("-").isdigit() else (1, 0, name)
+
+
 def _manifest(cfg, root: Path) -> tuple[list[Entry], list[str]]:
     path = Path(cfg.manifest) if Path(cfg.manifest).is_absolute() else root / cfg.manifest
     if not cfg.manifest or not path.is_file():
@@ -51,8 +56,9 @@ def _manifest(cfg, root: Path) -> tuple[list[Entry], list[str]]:
             raise NeurodiffError(f"{path}: no column '{col}' (columns: {', '.join(rows[0])})")
     names: list[str] = []
     if cfg.labels == "manifest":
-        raw = [r["label"] for r in rows]
-        names = sorted(set(raw), key=lambda s: (0, int(s)) if s.lstrip("-").isdigit() else (1, s))
+        names = sorted({r["label"] for r in rows}, key=natural)
+    elif cfg.labels == "folders":
+        names = sorted({Path(r["file"]).parts[0] for r in rows if len(Path(r["file"]).parts) > 1}, key=natural)
     entries = []
     for i, r in enumerate(rows, start=2):
         file = root / r["file"]
@@ -66,7 +72,13 @@ def _manifest(cfg, root: Path) -> tuple[list[Entry], list[str]]:
                 raise NeurodiffError(f"{path}, line {i}: covariates {cfg.covariates} must be numbers") from None
             if not np.isfinite(scalars).all():
                 raise NeurodiffError(f"{path}, line {i}: covariate is NaN or infinite")
-        label = names.index(r["label"]) if cfg.labels == "manifest" else None
+        label = None
+        if cfg.labels == "manifest":
+            label = names.index(r["label"])
+        elif cfg.labels == "folders":
+            if len(Path(r["file"]).parts) < 2:
+                raise NeurodiffError(f"{path}, line {i}: data.labels='folders' but '{r['file']}' is not in a class folder")
+            label = names.index(Path(r["file"]).parts[0])
         entries.append(Entry(file, label, scalars))
     return entries, names
 
@@ -80,7 +92,8 @@ def discover(cfg) -> tuple[list[Entry], list[str]]:
     if cfg.labels == "folders":
         if root.is_file():
             raise NeurodiffError(f"{root}: data.labels='folders' needs a folder with one sub-folder per class")
-        names = sorted({f.relative_to(root).parts[0] for f in files if len(f.relative_to(root).parts) > 1})
+        names = sorted({f.relative_to(root).parts[0] for f in files if len(f.relative_to(root).parts) > 1},
+                       key=natural)
         if not names:
             raise NeurodiffError(f"{root}: data.labels='folders' but no class sub-folders found")
         entries = [Entry(f, names.index(f.relative_to(root).parts[0])) for f in files
@@ -132,6 +145,14 @@ class ImageDataset(torch.utils.data.Dataset):
             if not np.isfinite(a).all():
                 raise NeurodiffError(f"{e.file}: contains NaN or infinite values")
             box = self._foreground_box(a) if cfg.crop_foreground else tuple(slice(None) for _ in a.shape[1:])
+            shape = [b.stop - (b.start or 0) if b.stop is not None else n for b, n in zip(box, a.shape[1:])]
+            if cfg.kind == "slices":
+                shape = [n for j, n in enumerate(shape) if j != cfg.axis]
+            if i == 0:
+                first_shape = shape
+            elif shape != first_shape and not cfg.size:
+                raise NeurodiffError(f"{e.file}: size {shape} differs from {first_shape} of {self.entries[0].file}; "
+                                     "set data.size to resize every sample")
             self.boxes[i] = box
             if cfg.kind == "slices":
                 if not 0 <= cfg.axis < 3:
@@ -170,23 +191,29 @@ class ImageDataset(torch.utils.data.Dataset):
         return tuple(slice(int(i.min()), int(i.max()) + 1) for i in idx)
 
     def _output_meta(self, meta: io.ImageMeta, first: np.ndarray) -> dict:
+        """Spacing and affine of a generated sample: the foreground box's origin, the resized voxel size."""
         x0 = self[(0, 0)]["x"]
-        spacing = list(meta.spacing) if meta.spacing else None
-        affine = meta.affine
-        if self.cfg.kind == "slices":
-            ax = self.cfg.axis
-            if spacing:
-                spacing = [s for j, s in enumerate(spacing) if j != ax]
-            if affine is not None:  # in-plane axes first, slicing axis last
-                A = np.asarray(affine, dtype=float)
-                affine = A[:, [j for j in range(3) if j != ax] + [ax, 3]].tolist()
-        if spacing and self.cfg.size:  # resizing changes the voxel size
-            native = [b.stop - b.start if b.stop is not None else n for b, n in
-                      zip(self.boxes[0], first.shape[1:])]
-            if self.cfg.kind == "slices":
-                native = [n for j, n in enumerate(native) if j != self.cfg.axis]
-            if len(native) == len(spacing):
-                spacing = [sp * n / s for sp, n, s in zip(spacing, native, x0.shape[1:])]
+        cfg, full = self.cfg, first.shape[1:]
+        starts = [b.start or 0 for b in self.boxes[0]]
+        native = [(b.stop if b.stop is not None else n) - s for b, n, s in zip(self.boxes[0], full, starts)]
+        axes = [j for j in range(len(full)) if not (cfg.kind == "slices" and j == cfg.axis)]
+        scale, shift = [1.0] * len(full), [float(s) for s in starts]
+        if cfg.size:  # output voxel i sits at input index (i - pad + 0.5) * f - 0.5 (align_corners=False)
+            fit = cfg.resize_mode == "fit"
+            k = min(t / native[j] for t, j in zip(cfg.size, axes)) if fit else None
+            for t, j in zip(cfg.size, axes):
+                inner = max(1, round(native[j] * k)) if fit else t
+                f = native[j] / inner
+                scale[j] = f
+                shift[j] += (0.5 - (t - inner) // 2) * f - 0.5
+        spacing = [meta.spacing[j] * scale[j] for j in axes] if meta.spacing else None
+        affine = None
+        if meta.affine is not None:
+            A = np.asarray(meta.affine, dtype=float)
+            A[:3, 3] += A[:3, :len(full)] @ np.asarray(shift)
+            A[:3, :len(full)] *= np.asarray(scale)
+            order = axes + [j for j in range(len(full)) if j not in axes]   # slices: in-plane axes first
+            affine = A[:, order + [3]].tolist()
         return {"format": meta.format, "dtype": meta.dtype, "spacing": spacing, "unit": meta.unit,
                 "affine": affine, "class_names": self.class_names, "shape": list(x0.shape),
                 "covariates": list(self.cfg.covariates), "normalizer": self.normalizer.to_dict(),

@@ -50,7 +50,11 @@ def vp_timesteps(T: int, n: int, spacing: str = "leading", offset: int = 0) -> t
 
 def vp_schedule(table: torch.Tensor, n: int, spacing: str = "trailing") -> torch.Tensor:
     """[n + 1] float64 sigmas of a discrete VP model at n of its timesteps, then 0."""
-    t = vp_timesteps(len(table), n, spacing)
+    if n > len(table):
+        from neurodiff.errors import NeurodiffError
+
+        raise NeurodiffError(f"steps {n}: a discrete VP model has only {len(table)} timesteps (diffusion.vp.T)")
+    t = torch.unique_consecutive(vp_timesteps(len(table), n, spacing))
     return torch.cat([table[t], table.new_zeros(1)])
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -100,7 +99,7 @@ class UNet(nn.Module):
             if label.shape != (n,):
                 raise NeurodiffError(f"label: expected shape [{n}], got {list(label.shape)}")
             if (label < 0).any() or (label > self.num_classes).any():
-                raise NeurodiffError(f"label out of range: expected 0..{self.num_classes - 1}, "
+                raise NeurodiffError(f"label out of range: expected 0..{self.num_classes - 1} ({self.num_classes} = null), "
                                      f"got {label.min().item()}..{label.max().item()}")
             emb = emb + self.label_emb(torch.where(drop, self.num_classes, label))
         elif self.num_classes:  # no label given: the unconditional (null) token

@@ -42,6 +42,8 @@ def resolve_label(cfg, label) -> int | None:
     names = cfg.data.meta.get("class_names") or []
     if not m.num_classes:
         raise NeurodiffError(f"--label {label}: this model was trained without labels")
+    if str(label) in names:
+        return names.index(str(label))
     if isinstance(label, str) and not label.lstrip("-").isdigit():
         if label not in names:
             raise NeurodiffError(f"--label {label!r}: unknown class (classes: {', '.join(names) or 'indices only'})")
@@ -83,6 +85,8 @@ def sample_batch(net, cfg, seeds: list[int], labels: list[int | None] | None = N
     sigmas = sampling_sigmas(precond, steps, d.sigma_min, d.sigma_max, d.rho).to(device)
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     noise = torch.stack([torch.randn(shape, generator=g) for g in gens]).to(device)
+    if getattr(precond, "sigma_table", None) is not None:  # DDPM's x_T ~ N(0, I) in VP space
+        noise = noise * float((1 + sigmas[0] ** 2).sqrt() / sigmas[0])
     cond = make_cond(cfg, labels, scalars, device)
     run = get_sampler(sampler)
     if exact:
@@ -92,7 +96,9 @@ def sample_batch(net, cfg, seeds: list[int], labels: list[int | None] | None = N
             return torch.cat([denoisers[i](x[i:i + 1], sigma[i:i + 1]) for i in range(n)])
     else:
         D = guided(net, precond, cond, guidance)
-    x = run(lambda x, s: D(x.float(), s), noise, sigmas, generator=gens, callback=callback)
+    use_bf16 = torch.device(device).type == "cuda"   # exact float32 on CPUs, bf16 autocast on GPUs
+    with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=use_bf16):
+        x = run(lambda x, s: D(x.float(), s), noise, sigmas, generator=gens, callback=callback)
     return x.float().clamp(-1, 1)
 
 
@@ -145,15 +151,15 @@ def generate(net, cfg, out_dir: str | Path, n: int, seed: int = 0, batch: int = 
     out_dir.mkdir(parents=True, exist_ok=True)
     suffix, meta = output_meta(cfg)
     names = cfg.data.meta.get("class_names") or []
-    cov_names = list(cfg.data.meta.get("covariates") or []) + (["depth"] if cfg.data.depth_scalar else [])
+    depth = ["depth"] if cfg.data.depth_scalar and cfg.data.kind == "slices" else []
+    cov_names = depth + list(cfg.data.meta.get("covariates") or [])
     scalars_row = None
     if covariates:
         missing = [c for c in cov_names if c not in covariates]
         unknown = [c for c in covariates if c not in cov_names]
         if unknown or missing:
             raise NeurodiffError(f"covariates: model expects {cov_names or 'none'}; unknown {unknown}, missing {missing}")
-        order = (["depth"] if cfg.data.depth_scalar else []) + list(cfg.data.meta.get("covariates") or [])
-        scalars_row = [float(covariates[c]) for c in order]
+        scalars_row = [float(covariates[c]) for c in cov_names]
     if label == "all":
         if not cfg.model.num_classes:
             raise NeurodiffError("--label all: this model was trained without labels")
@@ -161,6 +167,11 @@ def generate(net, cfg, out_dir: str | Path, n: int, seed: int = 0, batch: int = 
     else:
         fixed = resolve_label(cfg, label)
         labels = [fixed] * n
+    settings = {"seed": seed, "label": label, "covariates": covariates or {}, "guidance": guidance,
+                "sampler": sampler, "steps": steps, "model_digest": digest, "exact": exact}
+    _check_settings(out_dir, settings)
+    if guidance != 1.0 and labels[0] is None and not covariates and dist.is_main():
+        print("warning: --guidance has no effect without a label or covariates (unconditional sampling)", flush=True)
     mine = [k for k in range(n) if k % dist.world_size() == dist.rank()]
     todo = [k for k in mine if not (out_dir / f"sample_{k:06d}{suffix}").exists()]
     rows: dict[int, dict] = {}
@@ -202,6 +213,24 @@ def generate(net, cfg, out_dir: str | Path, n: int, seed: int = 0, batch: int = 
             write_manifest(out_dir / "manifest.csv", merged)
         dist.barrier()
     return [rows[k] for k in sorted(rows)]
+
+
+def _check_settings(out_dir: Path, settings: dict) -> None:
+    """A rerun into the same folder completes the set only with the same settings; else it is an error."""
+    import json
+
+    path = out_dir / ".neurodiff-sample.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        diff = sorted(k for k in settings if old.get(k) != settings[k])
+        if diff:
+            raise NeurodiffError(f"{out_dir}: holds samples made with other settings ({', '.join(diff)}); "
+                                 "use a new --out or the same settings")
+    elif dist.is_main():
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(settings))
+        os.replace(tmp, path)
+    dist.barrier()
 
 
 def grid(images: np.ndarray, ncol: int, pad: int = 2) -> np.ndarray:

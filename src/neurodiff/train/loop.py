@@ -53,6 +53,14 @@ def resolve(cfg: config_mod.RunConfig, ds: ImageDataset) -> config_mod.RunConfig
         m.num_scalars = k
     elif m.num_scalars != k:
         raise NeurodiffError(f"config field 'model.num_scalars': data give {k} covariates, got {m.num_scalars}")
+    if m.num_classes and not classes:
+        raise NeurodiffError(f"config field 'model.num_classes': {m.num_classes} classes but the data have no labels "
+                             "(set data.labels or data.depth_bins)")
+    factor = 2 ** (len(m.channel_mult) - 1)
+    size = ds.meta["shape"][1:]
+    if any(s % factor for s in size):
+        raise NeurodiffError(f"config field 'data.size': samples of size {size} must be multiples of {factor} for "
+                             f"model.channel_mult={m.channel_mult} (set data.size or data.crop)")
     d.meta = ds.meta
     return cfg
 
@@ -94,11 +102,12 @@ def _preview(net, cfg, path: Path, device) -> None:
 
 
 def train(cfg: config_mod.RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
-          max_steps: int | None = None) -> dict:
+          max_steps: int | None = None, max_seconds: float | None = None) -> dict:
     """Train (or resume) a diffusion model into ``run_dir``; returns a summary of the run.
 
-    ``max_steps`` stops early after that many steps (for tests); checkpoints still follow the config.
+    ``max_steps`` / ``max_seconds`` stop early (a checkpoint is written); ``--resume`` continues from there.
     """
+    t_start = time.time()
     device = dist.init()
     run_dir = Path(run_dir)
     tc = cfg.train
@@ -129,6 +138,14 @@ def train(cfg: config_mod.RunConfig, run_dir: str | Path, resume: bool = False, 
     ema = EMA(net)
     opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
     nimg, skipped = 0, 0
+    if state is None and tc.init_from:
+        from neurodiff.train.state import load_model
+
+        init = load_model(tc.init_from)
+        if config_mod.to_dict(init.cfg.model) != config_mod.to_dict(cfg.model):
+            raise NeurodiffError(f"config field 'train.init_from': {tc.init_from} has a different model config")
+        net.load_state_dict(init.net.state_dict())
+        ema.net.load_state_dict(init.net.state_dict())
     if state is not None:
         net.load_state_dict(state["net"])
         ema.net.load_state_dict(state["ema"])
@@ -221,6 +238,10 @@ def train(cfg: config_mod.RunConfig, run_dir: str | Path, resume: bool = False, 
         if nimg // tc.checkpoint_every_nimg != (nimg - tc.batch) // tc.checkpoint_every_nimg or done:
             checkpoint()
             saved_nimg = nimg
+        if max_seconds is not None:  # every rank must stop at the same step (DDP all-reduces)
+            over = torch.tensor(float(time.time() - t_start > max_seconds))
+            if dist.all_reduce_mean(over).item() > 0:
+                break
     if nimg != saved_nimg:  # stopped by max_steps between checkpoints
         checkpoint()
     if bar:
