@@ -29,7 +29,7 @@ def test_train_sample_export_from_the_cli(trained, tmp_path, capsys):
         code, stdout, _ = run_cli(["sample", str(src), "--n", "3", "--out", str(out), "--steps", "3",
                                    "--label", "high", "--guidance", "2", "--no-progress"], capsys)
         assert code == 0 and "manifest.csv" in stdout
-        assert sorted(p.name for p in out.iterdir()) == ["manifest.csv"] + [f"sample_{k:06d}.png" for k in range(3)]
+        assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["manifest.csv"] + [f"sample_{k:06d}.png" for k in range(3)]
     same = [(tmp_path / f"s_{n}" / "sample_000001.png").read_bytes() for n in ("run", "model")]
     assert same[0] == same[1]
 
@@ -81,3 +81,12 @@ def test_no_traceback_unless_debug(tmp_path):
     assert p.returncode == 2 and "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
     p = subprocess.run(cmd[:3] + ["--debug"] + cmd[3:], capture_output=True, text=True)
     assert p.returncode != 0 and "Traceback" in p.stderr
+
+
+def test_rerun_with_other_settings_is_refused(trained, tmp_path, capsys):
+    base = ["sample", str(trained), "--n", "2", "--out", str(tmp_path / "s"), "--steps", "2", "--no-progress"]
+    assert run_cli(base, capsys)[0] == 0
+    assert run_cli(base + ["--n", "3"], capsys)[0] == 0   # same settings, more samples: completes the set
+    assert (tmp_path / "s" / "sample_000002.png").is_file()
+    code, _, err = run_cli(base + ["--steps", "5"], capsys)
+    assert code == 2 and "other settings (steps)" in err
