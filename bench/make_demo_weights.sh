@@ -2,7 +2,7 @@
 # Reproduces the demo weights shipped in src/neurodiff/assets/demo/ with neurodiff's own train command.
 # Run from the repository root in the project's venv. About 25 minutes on 2 CPU cores (bf16 autocast).
 set -euo pipefail
-NIMG=${NIMG:-48000}
+NIMG=${NIMG:-48000}   # = the demo preset's train.total_nimg
 RUN=${RUN:-runs/demo-weights}
 T=$(python -c "from neurodiff.demo import mni_template_path as p; print(p())")
 neurodiff train demo --data "$T" --out "$RUN" --set train.total_nimg="$NIMG" \
