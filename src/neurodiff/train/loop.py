@@ -221,7 +221,7 @@ def train(cfg: config_mod.RunConfig, run_dir: str | Path, resume: bool = False, 
         if bar:
             bar.update(tc.batch)
             rate = bar.format_dict.get("rate") or 0.0
-            bar.set_postfix({"loss": f"{loss_value:.4f}", "it/s": f"{rate / tc.batch:.2f}"})
+            bar.set_postfix({"loss": f"{loss_value:.4f}", "it/s": f"{rate / tc.batch:.2f}"}, refresh=False)
         done = nimg >= tc.total_nimg
         if dist.is_main() and (nimg // tc.log_every_nimg != (nimg - tc.batch) // tc.log_every_nimg or done):
             now = time.time()
