@@ -47,3 +47,8 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert g.shape[0] == 1 and g.shape[2] > g.shape[1]
     assert np.std(stack) > 10   # not a blank stack
     assert (out["run_dir"] / "config.yaml").is_file()
+    # the demo's per-slice output is ready for `neurodiff evaluate`
+    from neurodiff.cli import main
+    assert main(["evaluate", "--real", str(out["grid"].parent / "real"), "--fake", str(out["grid"].parent / "samples"),
+                 "--out", str(tmp_path / "report"), "--repeats", "1"]) == 0
+    assert (tmp_path / "report" / "metrics.json").is_file() and (tmp_path / "report" / "report.html").is_file()

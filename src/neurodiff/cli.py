@@ -51,6 +51,27 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("run", help="run folder")
     e.add_argument("model_dir", help="output model folder")
 
+    v = sub.add_parser("evaluate", help="compare real and generated images: metrics.json + report.html")
+    v.add_argument("--real", required=True, help="folder of real images (class sub-folders or manifest.csv for labels)")
+    v.add_argument("--fake", required=True, help="folder of generated images (its manifest.csv gives the conditions)")
+    v.add_argument("--out", required=True, help="report folder")
+    v.add_argument("--task", default="generation", choices=["generation", "paired", "inpainting", "conditioning"])
+    v.add_argument("--features", default=None, help="feature network: a file from train-features, or TorchScript")
+    v.add_argument("--repeats", type=int, default=3, help="seeds for the sampled metrics (mean ± sd)")
+    v.add_argument("--limit", type=int, default=None, help="use at most this many files of each set")
+    v.add_argument("--mask", default=None, help="paired/inpainting: folder of masks (non-zero = evaluated)")
+    v.add_argument("--cells", action="store_true", help="also compare nuclei statistics (microscopy)")
+
+    f = sub.add_parser("train-features", help="train a small domain feature network for FD/KID on real data")
+    f.add_argument("--data", required=True, help="folder of real images or volumes (labels from sub-folders used)")
+    f.add_argument("--out", required=True, help="output file (.safetensors)")
+    f.add_argument("--size", type=int, default=64, help="input size of the network (default 64)")
+    f.add_argument("--steps", type=int, default=1000)
+    f.add_argument("--batch", type=int, default=64)
+    f.add_argument("--no-labels", action="store_true", help="self-supervised only, even when labels exist")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--no-progress", action="store_true")
+
     d = sub.add_parser("demo", help="train on the MNI152 template's axial slices (14 depths) and sample every depth")
     d.add_argument("--out", default="neurodiff-demo", help="output folder (default ./neurodiff-demo)")
     d.add_argument("--minutes", type=float, default=None,
@@ -79,7 +100,11 @@ def cmd_train(args) -> int:
         cfg.data.path = args.data   # a path, taken as it is (not parsed as YAML)
     if not cfg.data.path:
         raise NeurodiffError("--data: no training data given (or set data.path in the config)")
-    summary = train(cfg, out, resume=args.resume, progress=not args.no_progress)
+    evaluator = None
+    if cfg.train.eval_every_nimg:
+        from neurodiff.metrics.evaluate import training_evaluator
+        evaluator = training_evaluator(cfg.train.eval_features, cfg.train.eval_samples, cfg.train.eval_steps)
+    summary = train(cfg, out, resume=args.resume, progress=not args.no_progress, evaluator=evaluator)
     dist.print0(f"trained to {summary['nimg']} images; run folder: {out}")
     dist.shutdown()
     return 0
@@ -127,6 +152,37 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    from neurodiff.metrics.evaluate import evaluate
+
+    m = evaluate(args.real, args.fake, args.out, task=args.task, features_path=args.features, repeats=args.repeats,
+                 limit=args.limit, mask_dir=args.mask, cells=args.cells)
+    keys = [k for k in ("fd", "kid", "precision", "recall", "swd_patches", "ms_ssim_diversity_fake",
+                        "ms_ssim_diversity_real") if k in m]
+    for k in keys:
+        v = m[k]
+        print(f"{k}: {v['mean']:.4g} ± {v['sd']:.2g}" if isinstance(v, dict) else f"{k}: {v:.4g}")
+    if "paired" in m:
+        print("paired: " + ", ".join(f"{k} {v:.4g}" for k, v in m["paired"]["mean"].items()))
+    for k, v in (m.get("conditioning") or {}).items():
+        print(f"conditioning {k}: " + ", ".join(f"{a} {b:.3g}" for a, b in v.items() if isinstance(b, float)))
+    print(f"wrote {Path(args.out) / 'metrics.json'} and {Path(args.out) / 'report.html'}")
+    return 0
+
+
+def cmd_train_features(args) -> int:
+    from neurodiff.metrics.evaluate import train_features_on_folder
+
+    if args.size < 16:
+        raise NeurodiffError(f"--size: expected at least 16 (the network halves it four times), got {args.size}")
+    _positive("--steps", args.steps)
+    meta = train_features_on_folder(args.data, args.out, size=args.size, steps=args.steps, batch=args.batch,
+                                    use_labels=not args.no_labels, seed=args.seed, progress=not args.no_progress)
+    print(f"trained a feature network on {meta['num_images']} images ({meta['num_classes']} classes; loss "
+          f"{meta['first_loss']:.3f} -> {meta['last_loss']:.3f}); wrote {args.out}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from neurodiff.demo import run_demo
 
@@ -137,7 +193,8 @@ def cmd_demo(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"train": cmd_train, "sample": cmd_sample, "export": cmd_export, "demo": cmd_demo}[args.command]
+    handler = {"train": cmd_train, "sample": cmd_sample, "export": cmd_export, "demo": cmd_demo,
+               "evaluate": cmd_evaluate, "train-features": cmd_train_features}[args.command]
     try:
         return handler(args)
     except NeurodiffError as e:

@@ -114,6 +114,10 @@ class TrainConfig:
     keep_checkpoints: int = 2       # newest checkpoints kept
     nan_policy: str = "stop"        # stop (keep the last checkpoint) | skip (count and skip the step)
     init_from: str = ""             # start from these weights (a model or run folder): fine-tuning
+    eval_every_nimg: int = 0        # KID/FD of EMA samples every this many images (0 = off; needs eval_features)
+    eval_features: str = ""         # feature file from `neurodiff train-features` (or TorchScript) for eval
+    eval_samples: int = 256         # generated and real samples per evaluation (at most 1000)
+    eval_steps: int = 10            # sampler steps (dpmpp_2m) per evaluation sample
 
 
 @dataclass
@@ -245,6 +249,10 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise NeurodiffError("config field 'diffusion.sigma_min': must be below diffusion.sigma_max")
     if cfg.data.kind == "slices" and cfg.model.dims != 2:
         raise NeurodiffError("config field 'model.dims': data.kind 'slices' trains a 2D model, set model.dims=2")
+    if cfg.train.eval_every_nimg and not cfg.train.eval_features:
+        raise NeurodiffError("config field 'train.eval_features': needed when train.eval_every_nimg > 0")
+    if not 2 <= cfg.train.eval_samples <= 1000:
+        raise NeurodiffError(f"config field 'train.eval_samples': expected 2..1000, got {cfg.train.eval_samples}")
     if len(cfg.data.normalizer.percentiles) != 2:
         raise NeurodiffError("config field 'data.normalizer.percentiles': expected [low, high]")
     return cfg

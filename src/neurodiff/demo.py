@@ -50,6 +50,22 @@ def depth_check(real: torch.Tensor, real_labels: torch.Tensor, fake: torch.Tenso
             "within_one": ((pred - fake_labels).abs() <= 1).float().mean().item()}
 
 
+def _write_sets(out: Path, cfg, fake_u8, labels, real_u8, real_labels, digest: str) -> None:
+    """Generated slices (samples/ + manifest.csv) and real slices (real/<depth>/) as PNG for evaluation."""
+    from neurodiff.tasks.generate import write_manifest
+
+    rows = []
+    for k, (x, lab) in enumerate(zip(fake_u8, labels)):
+        name = f"sample_{k:06d}.png"
+        io.write(out / "samples" / name, x)
+        rows.append({"file": name, "index": k, "seed": 0, "label": lab, "label_name": f"{lab:02d}",
+                     "covariates": "", "guidance": cfg.sample.guidance, "sampler": cfg.sample.sampler,
+                     "steps": cfg.sample.steps, "model_digest": digest})
+    write_manifest(out / "samples" / "manifest.csv", rows)
+    for k, (x, lab) in enumerate(zip(real_u8, real_labels.tolist())):
+        io.write(out / "real" / f"{lab:02d}" / f"slice_{k:03d}.png", x)
+
+
 def run_demo(out: str | Path, minutes: float | None = None, overrides: list[str] | None = None,
              progress: bool = True, per_depth: int = 4, from_scratch: bool = False) -> dict:
     """Fine-tune the shipped weights for ``minutes`` (default 2), or train from scratch, then sample."""
@@ -104,6 +120,7 @@ def run_demo(out: str | Path, minutes: float | None = None, overrides: list[str]
     real = torch.stack([ds[i]["x"] for i in range(len(ds))])
     real_labels = torch.stack([ds[i]["label"] for i in range(len(ds))])
     check = depth_check(real, real_labels, x, torch.tensor(labels), bins)
+    _write_sets(out, cfg, u8, labels, to_output(cfg, torch.rot90(real, 1, dims=(-2, -1))), real_labels, model.digest)
     real_grid = out / "real_by_depth.png"
     picks = [int(torch.nonzero(real_labels == b)[len(torch.nonzero(real_labels == b)) // 2]) for b in range(bins)]
     io.write(real_grid, grid(to_output(cfg, torch.rot90(real[picks], 1, dims=(-2, -1)))[:, 0], ncol=bins)[None])
@@ -112,7 +129,8 @@ def run_demo(out: str | Path, minutes: float | None = None, overrides: list[str]
           f"requested depth, {check['within_one']:.0%} within one depth", flush=True)
     print(f"done in {minutes_taken:.1f} min. Outputs:\n  {grid_path}  (columns: depth 0..{bins - 1}, "
           f"{per_depth} samples each)\n  {stack_path}  (one generated slice per depth; opens in Fiji/napari)\n"
-          f"  {real_grid}  (a real slice of each depth, for comparison)\n  {run_dir}  (run: checkpoints, "
+          f"  {real_grid}  (a real slice of each depth, for comparison)\n  {out / 'samples'}, {out / 'real'}  "
+          f"(every slice as PNG, for `neurodiff evaluate`)\n  {run_dir}  (run: checkpoints, "
           f"previews, metrics.jsonl)", flush=True)
     return {"grid": grid_path, "stack": stack_path, "real_grid": real_grid, "run_dir": run_dir,
             "depth_check": check, "minutes": minutes_taken}

@@ -102,10 +102,11 @@ def _preview(net, cfg, path: Path, device) -> None:
 
 
 def train(cfg: config_mod.RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
-          max_steps: int | None = None, max_seconds: float | None = None) -> dict:
+          max_steps: int | None = None, max_seconds: float | None = None, evaluator=None) -> dict:
     """Train (or resume) a diffusion model into ``run_dir``; returns a summary of the run.
 
     ``max_steps`` / ``max_seconds`` stop early (a checkpoint is written); ``--resume`` continues from there.
+    ``evaluator(net, cfg, dataset, device) -> dict`` runs every ``train.eval_every_nimg`` (logged as 'eval').
     """
     t_start = time.time()
     device = dist.init()
@@ -235,6 +236,10 @@ def train(cfg: config_mod.RunConfig, run_dir: str | Path, resume: bool = False, 
             losses, t_last, n_last = [], now, nimg
         if dist.is_main() and (nimg // tc.preview_every_nimg != (nimg - tc.batch) // tc.preview_every_nimg or done):
             _preview(ema.net, cfg, run_dir / "previews" / f"preview_{nimg:012d}.png", device)
+        if evaluator and dist.is_main() and tc.eval_every_nimg and (
+                nimg // tc.eval_every_nimg != (nimg - tc.batch) // tc.eval_every_nimg or done):
+            log.write(json.dumps({"nimg": nimg, "eval": evaluator(ema.net, cfg, ds, device)}) + "\n")
+            log.flush()
         if nimg // tc.checkpoint_every_nimg != (nimg - tc.batch) // tc.checkpoint_every_nimg or done:
             checkpoint()
             saved_nimg = nimg
