@@ -184,15 +184,17 @@ def train(cfg: config_mod.RunConfig, run_dir: str | Path, resume: bool = False, 
         "skipped": skipped, "config": cfg_json}, keep=tc.keep_checkpoints) if dist.is_main() else None
     net.train()
     for step, batch in zip(range(start, stop), loader):
-        g = torch.Generator().manual_seed(_seed(tc.seed, step, 2, dist.rank()))
         torch.manual_seed(_seed(tc.seed, step, 3, dist.rank()))   # dropout
         x0 = batch["x"].to(device, non_blocking=True)
         n = x0.shape[0]
-        drop = torch.rand(n, generator=g) < d.cond_drop_prob
+        # per-sample randomness keyed by the sample's index in the global batch: any process count draws the same
+        first = dist.rank() * n
+        gens = [torch.Generator().manual_seed(_seed(tc.seed, step, 2, first + i)) for i in range(n)]
+        drop = torch.cat([torch.rand(1, generator=g) for g in gens]) < d.cond_drop_prob
         cond = Cond(label=batch.get("label"), scalars=batch.get("scalars"), drop=drop)
         cond = Cond(*(None if t is None else t.to(device) for t in (cond.label, cond.scalars, cond.image, cond.drop)))
-        sigma = sample_sigma(precond, n, g, d.P_mean, d.P_std, device)
-        noise = torch.randn(x0.shape, generator=g).to(device)
+        sigma = torch.cat([sample_sigma(precond, 1, g, d.P_mean, d.P_std) for g in gens]).to(device)
+        noise = torch.stack([torch.randn(x0.shape[1:], generator=g) for g in gens]).to(device)
         with _autocast(tc.precision, device):
             loss = denoising_loss(ddp, precond, x0, sigma, noise, cond, d.loss, weighting, d.min_snr_gamma,
                                   d.huber_delta)
