@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 
-import torch
 
 from neurodiff.train.state import latest_checkpoint
 

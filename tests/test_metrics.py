@@ -210,3 +210,29 @@ def test_train_features_cli_on_volumes(volume_folder, tmp_path, capsys):
                  "--size", "16", "--no-progress"]) == 0
     assert "trained a feature network on 384 images" in capsys.readouterr().out   # 8 volumes x 3 x 16 slices
     assert load_features(out).size == 16
+
+
+def test_labels_match_by_name_and_real_covariate_columns_are_read(tmp_path, real_slices, features_file):
+    from neurodiff.metrics.evaluate import evaluate
+
+    u8 = ((real_slices + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+    # real: class sub-folders named by depth in mm; a covariate column in a training-format manifest
+    names = ["10mm", "20mm", "5mm"]
+    rows = ["file,volume"]
+    for i, x in enumerate(u8):
+        f = f"{names[i % 3]}/r{i:03d}.png"
+        io.write(tmp_path / "real" / f, x)
+        rows.append(f"{f},{float(x.mean())}")
+    (tmp_path / "real" / "manifest.csv").write_text("\n".join(rows) + "\n")
+    out = ["file,index,seed,label,label_name,covariates,guidance,sampler,steps,model_digest"]
+    for i, x in enumerate(u8[:12]):
+        io.write(tmp_path / "fake" / f"s{i}.png", x)
+        out.append(f"s{i}.png,{i},0,9,{names[i % 3]},volume={float(x.mean())},1,euler,5,x")
+    (tmp_path / "fake" / "manifest.csv").write_text("\n".join(out) + "\n")
+    m = evaluate(tmp_path / "real", tmp_path / "fake", tmp_path / "rep", task="conditioning",
+                 features_path=str(features_file), repeats=1)
+    # 'label' 9 is ignored: label_name is matched against the real sub-folders
+    assert [r["label"] for r in m["per_condition"]] == ["10mm", "20mm", "5mm"]
+    assert all(r["n_real"] > 0 for r in m["per_condition"])
+    assert m["conditioning"]["volume"]["pearson_generated"] > 0.5   # copies of real slices: the regressor works
+    assert "Infinity" not in (tmp_path / "rep" / "metrics.json").read_text()

@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--repeats", type=int, default=3, help="seeds for the sampled metrics (mean ± sd)")
     v.add_argument("--limit", type=int, default=None, help="use at most this many files of each set")
     v.add_argument("--mask", default=None, help="paired/inpainting: folder of masks (non-zero = evaluated)")
-    v.add_argument("--cells", action="store_true", help="also compare nuclei statistics (microscopy)")
+    v.add_argument("--cells", action="store_true", help="also compare nuclei statistics (microscopy; per-image errors for paired/inpainting)")
 
     f = sub.add_parser("train-features", help="train a small domain feature network for FD/KID on real data")
     f.add_argument("--data", required=True, help="folder of real images or volumes (labels from sub-folders used)")

@@ -41,23 +41,40 @@ class ImageSet:
             a, m = io.read(p)
             self.meta = self.meta or m
             self.arrays.append(a)
-        self.labels: list | None = None
+        self.label_names: list[str] | None = None     # per file: class name (sub-folder or manifest)
         self.covariates: dict[str, list[float]] = {}
         manifest = self.root / "manifest.csv"
-        subdirs = sorted({Path(n).parts[0] for n in self.names if len(Path(n).parts) > 1}, key=natural)
         if manifest.is_file():
-            rows = {r["file"]: r for r in csv.DictReader(open(manifest, newline=""))}
-            got = [rows.get(n, {}) for n in self.names]
-            if all(r.get("label", "") != "" for r in got):
-                self.labels = [int(r["label"]) if r["label"].lstrip("-").isdigit() else r["label"] for r in got]
-            for r in got:
-                for item in filter(None, (r.get("covariates") or "").split(";")):
-                    k, _, v = item.partition("=")
-                    self.covariates.setdefault(k, []).append(float(v))
-            self.covariates = {k: v for k, v in self.covariates.items() if len(v) == len(self.names)}
-        elif subdirs and all(len(Path(n).parts) > 1 for n in self.names):
-            self.labels = [subdirs.index(Path(n).parts[0]) for n in self.names]
-        self.class_names = subdirs
+            self._read_manifest(manifest)
+        if self.label_names is None and all(len(Path(n).parts) > 1 for n in self.names):
+            self.label_names = [Path(n).parts[0] for n in self.names]
+
+    def _read_manifest(self, manifest: Path) -> None:
+        with open(manifest, newline="") as f:
+            table = list(csv.DictReader(f))
+        if not table or "file" not in table[0]:
+            raise NeurodiffError(f"{manifest}: expected a CSV with a 'file' column")
+        rows = {r["file"]: r for r in table}
+        got = [rows.get(n) or {} for n in self.names]
+        for col in ("label_name", "label"):
+            if all((r.get(col) or "") != "" for r in got):
+                self.label_names = [r[col] for r in got]
+                break
+        skip = {"file", "index", "seed", "label", "label_name", "covariates", "guidance", "sampler", "steps",
+                "model_digest"}
+        for col in (c for c in table[0] if c not in skip):   # one numeric column per covariate (training format)
+            try:
+                self.covariates[col] = [float(r[col]) for r in got]
+            except (TypeError, ValueError, KeyError):
+                continue
+        for i, r in enumerate(got):                          # generated format: "name=value;name=value"
+            for item in filter(None, (r.get("covariates") or "").split(";")):
+                k, _, v = item.partition("=")
+                try:
+                    self.covariates.setdefault(k, [None] * len(got))[i] = float(v)
+                except ValueError:
+                    raise NeurodiffError(f"{manifest}: covariate {item!r} of {self.names[i]} is not a number") from None
+        self.covariates = {k: v for k, v in self.covariates.items() if all(x is not None for x in v)}
 
     def tensor(self, normalizer: Normalizer, shape: list[int] | None = None) -> torch.Tensor:
         """All images normalised, resized to ``shape`` (spatial) when given -> [N, C, *S]."""
@@ -73,6 +90,22 @@ class ImageSet:
             return torch.stack(out)
         except RuntimeError:
             raise NeurodiffError(f"{self.root}: images differ in size or channels; evaluation needs one shape") from None
+
+
+def _key(name: str):
+    """Class names compare as numbers when they are numbers ('03' == '3'), else as text."""
+    return int(name) if str(name).lstrip("-").isdigit() else str(name)
+
+
+def _classes(real: ImageSet, fake: ImageSet) -> list | None:
+    """The real set's classes (natural order); a generated label outside them is an error."""
+    if real.label_names is None:
+        return None
+    classes = sorted({_key(v) for v in real.label_names}, key=lambda k: natural(str(k)))
+    for n, v in zip(fake.names, fake.label_names or []):
+        if _key(v) not in classes:
+            raise NeurodiffError(f"{fake.root}/{n}: label {v!r} is not a class of {real.root} ({classes[:20]})")
+    return classes
 
 
 def _fit_normalizer(s: ImageSet) -> Normalizer:
@@ -115,10 +148,21 @@ def evaluate(real_dir, fake_dir, out_dir, task: str = "generation", features_pat
         feats = load_features(features_path)
     normalizer = (feats.normalizer if feats is not None and feats.normalizer else None) or _fit_normalizer(real)
     shape = list(fake.arrays[0].shape[1:])
+    for s_ in (real, fake):
+        dims = {a.ndim - 1 for a in s_.arrays}
+        if dims != {len(shape)}:
+            raise NeurodiffError(f"{s_.root}: holds {sorted(dims)}D images; {fake.root} is {len(shape)}D "
+                                 "(evaluate compares sets of one kind)")
     xr, xf = real.tensor(normalizer, shape), fake.tensor(normalizer, shape)
+    if feats is not None and feats.in_channels and feats.in_channels != xf.shape[1]:
+        raise NeurodiffError(f"{feats.source}: the feature network takes {feats.in_channels} channel(s), the images "
+                             f"have {xf.shape[1]}")
     if xr.shape[1] != xf.shape[1]:
         raise NeurodiffError(f"channels differ: {xr.shape[1]} in {real.root}, {xf.shape[1]} in {fake.root}")
     data_range = normalizer.hi - normalizer.lo
+    classes = _classes(real, fake)
+    real.labels = [classes.index(_key(v)) for v in real.label_names] if classes else None
+    fake.labels = [classes.index(_key(v)) for v in fake.label_names] if classes and fake.label_names else None
     m: dict = {"task": task, "real": str(real.root), "fake": str(fake.root), "n_real": len(xr), "n_fake": len(xf),
                "shape": [xf.shape[1], *shape], "normalizer": normalizer.to_dict(), "data_range": data_range,
                "repeats": repeats, "features": feats.source if feats else None}
@@ -131,7 +175,10 @@ def evaluate(real_dir, fake_dir, out_dir, task: str = "generation", features_pat
         if pairs >= 1 and len(xr) > 1:
             m["ms_ssim_diversity_fake"] = _mean_sd([image.pairwise_ms_ssim(xf, pairs, 2.0, s)[0] for s in seeds])
             m["ms_ssim_diversity_real"] = _mean_sd([image.pairwise_ms_ssim(xr, pairs, 2.0, s)[0] for s in seeds])
-        if feats is not None:
+        if feats is None:
+            print("note: FD, KID and precision/recall need --features (see `neurodiff train-features`); skipped",
+                  flush=True)
+        else:
             fr, ff = feats(xr).numpy(), feats(xf).numpy()
             m["fd"] = distances.frechet_distance(fr, ff)
             m["kid"] = _mean_sd([distances.kid(fr, ff, subsets=50, subset_size=min(1000, len(fr), len(ff)),
@@ -139,15 +186,22 @@ def evaluate(real_dir, fake_dir, out_dir, task: str = "generation", features_pat
             m["precision"], m["recall"] = distances.precision_recall(fr, ff, k=3)
         if fake.labels is not None:
             m["per_condition"] = _per_condition(xr, real.labels, xf, fake.labels, seeds)
+            for row in m["per_condition"]:
+                row["label"] = classes[row["label"]]
     if task == "conditioning":
         m["conditioning"] = _conditioning(real, fake, xr, xf, feats)
     if task in ("paired", "inpainting"):
         m["paired"] = _paired(real, fake, xr, xf, mask_dir)
-    if task == "inpainting" or cells:
+    if cells:
         from neurodiff.metrics.cells import cell_stats, compare_cells, segment_nuclei
-        cr = [cell_stats(segment_nuclei(a)) for a in real.arrays if a.ndim == 3]
-        cf = [cell_stats(segment_nuclei(a)) for a in fake.arrays if a.ndim == 3]
-        m["cells"] = _jsonable(compare_cells(cr, cf))
+        stats = lambda arrs: [cell_stats(segment_nuclei(a, dims=a.ndim - 1)) for a in arrs]  # noqa: E731
+        if task in ("paired", "inpainting"):  # per-image errors only for files paired by name
+            index = {n: i for i, n in enumerate(real.names)}
+            m["cells"] = _jsonable(compare_cells(stats([real.arrays[index[n]] for n in fake.names]),
+                                                 stats(fake.arrays)))
+        else:
+            c = compare_cells(stats(real.arrays), stats(fake.arrays))
+            m["cells"] = _jsonable({k: v for k, v in c.items() if "rel_err" not in k or k.startswith("set_")})
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _atomic_write(out_dir / "metrics.json", json.dumps(_jsonable(m), indent=2))
@@ -203,9 +257,13 @@ def _conditioning(real: ImageSet, fake: ImageSet, xr, xf, feats) -> dict:
         if name not in real.covariates:
             continue
         yr = np.asarray(real.covariates[name])
+        if np.ptp(yf) == 0:
+            raise NeurodiffError(f"{fake.root}: covariate '{name}' has one value in every sample; the conditioning "
+                                 "check needs generated samples over a range of requested values")
         pred = ridge_fit_predict(fr, yr, ff, False)
         held = ridge_fit_predict(fr[tr], yr[tr], fr[te], False)
         out[name] = {"pearson_generated": float(np.corrcoef(pred, yf)[0, 1]),
+                     "mae_generated": float(np.abs(pred - yf).mean()),
                      "pearson_real_heldout": float(np.corrcoef(held, yr[te])[0, 1]) if len(te) > 2 else None}
     if not out:
         raise NeurodiffError(f"conditioning: no labels or covariates shared by {real.root} (sub-folders or "
@@ -246,7 +304,9 @@ def _jsonable(o):
     if isinstance(o, np.ndarray):
         return o.tolist() if o.size <= 64 else {"n": int(o.size), "mean": float(o.mean())}
     if isinstance(o, (np.floating, np.integer)):
-        return o.item()
+        o = o.item()
+    if isinstance(o, float) and not np.isfinite(o):
+        return None   # JSON has no inf / NaN (e.g. PSNR of identical images)
     return o
 
 
@@ -263,6 +323,8 @@ def train_features_on_folder(data_dir, out, size: int = 64, steps: int = 1000, b
 
     s = ImageSet(data_dir)
     normalizer = _fit_normalizer(s)
+    classes = sorted({_key(v) for v in s.label_names}, key=lambda k: natural(str(k))) if s.label_names else None
+    s.labels = [classes.index(_key(v)) for v in s.label_names] if classes else None
     xs, labels = [], []
     for i, a in enumerate(s.arrays):
         x = torch.from_numpy(np.ascontiguousarray(normalizer.normalize(a)))
@@ -299,15 +361,16 @@ def training_evaluator(features_path: str, n_samples: int = 256, steps: int = 10
         return feats.normalizer.normalize(units)
 
     def run(net, cfg, dataset, device) -> dict:
-        n = min(n_samples, 1000)
+        n = min(n_samples, 1000, len(dataset))
         if "real" not in cache:
             g = torch.Generator().manual_seed(0)
-            idx = torch.randint(0, len(dataset), (n,), generator=g).tolist()
+            idx = torch.randperm(len(dataset), generator=g)[:n].tolist()
             real = torch.stack([dataset[(i, 0)]["x"] for i in idx])
             cache["real"] = feats(to_feature_units(real, cfg)).numpy()
             cache["labels"] = [int(dataset[(i, 0)]["label"]) for i in idx] if cfg.model.num_classes else None
-        fake = sample_batch(net, cfg, list(range(n)), cache["labels"], None, 1.0, steps, "dpmpp_2m", exact=False,
-                            device=device)
+        fake = torch.cat([sample_batch(net, cfg, list(range(i, min(i + 64, n))),
+                                       cache["labels"][i:i + 64] if cache["labels"] else None, None, 1.0, steps,
+                                       "dpmpp_2m", exact=False, device=device).cpu() for i in range(0, n, 64)])
         ff = feats(to_feature_units(fake.cpu(), cfg)).numpy()
         k, k_sd = distances.kid(cache["real"], ff, subsets=20, subset_size=min(n, 500))
         return {"fd": distances.frechet_distance(cache["real"], ff), "kid": k, "kid_sd": k_sd, "n": n,

@@ -157,7 +157,7 @@ def train_features(x: torch.Tensor, labels: torch.Tensor | None, normalizer: Nor
         bar = tqdm(total=steps, desc="training features", unit="step")
     losses = []
     for step in range(steps):
-        idx = torch.randint(0, len(x), (min(batch, len(x)),), generator=g)
+        idx = torch.randperm(len(x), generator=g)[:batch]   # no duplicates: they would be false negatives
         xb = x[idx]
         f1, f2 = net(_views(xb, g)), net(_views(xb, g))
         loss = nt_xent(net.head(f1), net.head(f2))
