@@ -236,3 +236,17 @@ def test_labels_match_by_name_and_real_covariate_columns_are_read(tmp_path, real
     assert all(r["n_real"] > 0 for r in m["per_condition"])
     assert m["conditioning"]["volume"]["pearson_generated"] > 0.5   # copies of real slices: the regressor works
     assert "Infinity" not in (tmp_path / "rep" / "metrics.json").read_text()
+
+
+def test_paired_psnr_uses_the_explicit_data_range(tmp_path):
+    from neurodiff.metrics.evaluate import evaluate
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(20, 200, (4, 1, 32, 32)).astype(np.uint8)
+    b = (a.astype(np.int16) + rng.integers(-5, 6, a.shape)).clip(0, 255).astype(np.uint8)
+    for i in range(4):
+        io.write(tmp_path / "a" / f"{i}.png", a[i])
+        io.write(tmp_path / "b" / f"{i}.png", b[i])
+    m = evaluate(tmp_path / "a", tmp_path / "b", tmp_path / "r", task="paired", data_range=255.0, repeats=1)
+    mse = ((a.astype(float) - b) ** 2).reshape(4, -1).mean(1)
+    assert m["paired"]["mean"]["psnr"] == pytest.approx(np.mean(10 * np.log10(255 ** 2 / mse)), abs=1e-3)

@@ -60,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--repeats", type=int, default=3, help="seeds for the sampled metrics (mean ± sd)")
     v.add_argument("--limit", type=int, default=None, help="use at most this many files of each set")
     v.add_argument("--mask", default=None, help="paired/inpainting: folder of masks (non-zero = evaluated)")
+    v.add_argument("--data-range", type=float, default=None,
+                   help="paired metrics: the data range L in data units (PSNR, SSIM); default: the real set's max - min")
     v.add_argument("--cells", action="store_true", help="also compare nuclei statistics (microscopy; per-image errors for paired/inpainting)")
 
     f = sub.add_parser("train-features", help="train a small domain feature network for FD/KID on real data")
@@ -156,7 +158,7 @@ def cmd_evaluate(args) -> int:
     from neurodiff.metrics.evaluate import evaluate
 
     m = evaluate(args.real, args.fake, args.out, task=args.task, features_path=args.features, repeats=args.repeats,
-                 limit=args.limit, mask_dir=args.mask, cells=args.cells)
+                 limit=args.limit, mask_dir=args.mask, cells=args.cells, data_range=args.data_range)
     keys = [k for k in ("fd", "kid", "precision", "recall", "swd_patches", "ms_ssim_diversity_fake",
                         "ms_ssim_diversity_real") if k in m]
     for k in keys:

@@ -133,7 +133,8 @@ def ridge_fit_predict(f_train, y_train, f_test, classes: bool, lam: float = 1e-2
 
 
 def evaluate(real_dir, fake_dir, out_dir, task: str = "generation", features_path: str | None = None,
-             repeats: int = 3, limit: int | None = None, mask_dir: str | None = None, cells: bool = False) -> dict:
+             repeats: int = 3, limit: int | None = None, mask_dir: str | None = None, cells: bool = False,
+             data_range: float | None = None) -> dict:
     """Compute the task's metrics, write ``out_dir/metrics.json`` and ``out_dir/report.html``; return the metrics."""
     from neurodiff.metrics import distances, image
 
@@ -159,7 +160,9 @@ def evaluate(real_dir, fake_dir, out_dir, task: str = "generation", features_pat
                              f"have {xf.shape[1]}")
     if xr.shape[1] != xf.shape[1]:
         raise NeurodiffError(f"channels differ: {xr.shape[1]} in {real.root}, {xf.shape[1]} in {fake.root}")
-    data_range = normalizer.hi - normalizer.lo
+    if data_range is not None and data_range <= 0:
+        raise NeurodiffError(f"--data-range: expected a positive number, got {data_range}")
+    data_range = data_range or normalizer.hi - normalizer.lo
     classes = _classes(real, fake)
     real.labels = [classes.index(_key(v)) for v in real.label_names] if classes else None
     fake.labels = [classes.index(_key(v)) for v in fake.label_names] if classes and fake.label_names else None
@@ -183,7 +186,17 @@ def evaluate(real_dir, fake_dir, out_dir, task: str = "generation", features_pat
             m["fd"] = distances.frechet_distance(fr, ff)
             m["kid"] = _mean_sd([distances.kid(fr, ff, subsets=50, subset_size=min(1000, len(fr), len(ff)),
                                                seed=s)[0] for s in seeds])
-            m["precision"], m["recall"] = distances.precision_recall(fr, ff, k=3)
+            # precision / recall depend on set sizes: equal-size random subsets per repeat
+            size = min(len(fr), len(ff))
+            pr = []
+            for s in seeds:
+                rng = np.random.default_rng(s)
+                pr.append(distances.precision_recall(fr[rng.choice(len(fr), size, replace=False)],
+                                                     ff[rng.choice(len(ff), size, replace=False)], k=3))
+            m["precision"], m["recall"] = _mean_sd([p for p, _ in pr]), _mean_sd([r for _, r in pr])
+            if min(len(fr), len(ff)) <= fr.shape[1]:
+                m["warning"] = (f"fewer samples ({min(len(fr), len(ff))}) than feature dimensions ({fr.shape[1]}): "
+                                "FD is biased upwards; compare FD only between runs with equal sample counts")
         if fake.labels is not None:
             m["per_condition"] = _per_condition(xr, real.labels, xf, fake.labels, seeds)
             for row in m["per_condition"]:
@@ -191,7 +204,8 @@ def evaluate(real_dir, fake_dir, out_dir, task: str = "generation", features_pat
     if task == "conditioning":
         m["conditioning"] = _conditioning(real, fake, xr, xf, feats)
     if task in ("paired", "inpainting"):
-        m["paired"] = _paired(real, fake, xr, xf, mask_dir)
+        # metrics run in normalised units, where the data range L in data units spans 2 L / (hi - lo)
+        m["paired"] = _paired(real, fake, xr, xf, mask_dir, 2.0 * data_range / (normalizer.hi - normalizer.lo))
     if cells:
         from neurodiff.metrics.cells import cell_stats, compare_cells, segment_nuclei
         stats = lambda arrs: [cell_stats(segment_nuclei(a, dims=a.ndim - 1)) for a in arrs]  # noqa: E731
@@ -271,7 +285,7 @@ def _conditioning(real: ImageSet, fake: ImageSet, xr, xf, feats) -> dict:
     return out
 
 
-def _paired(real: ImageSet, fake: ImageSet, xr, xf, mask_dir) -> dict:
+def _paired(real: ImageSet, fake: ImageSet, xr, xf, mask_dir, rng: float = 2.0) -> dict:
     from neurodiff.metrics import image
     index = {n: i for i, n in enumerate(real.names)}
     missing = [n for n in fake.names if n not in index]
@@ -286,10 +300,10 @@ def _paired(real: ImageSet, fake: ImageSet, xr, xf, mask_dir) -> dict:
             else None
         if mask is None:
             raise NeurodiffError(f"{mask_dir}: needs a mask with the same file name for every generated file")
-    rows = {"psnr": image.psnr(xf, r, 2.0, mask), "ssim": image.ssim(xf, r, 2.0, mask),
+    rows = {"psnr": image.psnr(xf, r, rng, mask), "ssim": image.ssim(xf, r, rng, mask),
             "pearson": image.pearson(xf, r, mask)}
     try:
-        rows["ms_ssim"] = image.ms_ssim(xf, r, 2.0)
+        rows["ms_ssim"] = image.ms_ssim(xf, r, rng)
     except NeurodiffError:
         pass
     return {"mean": {k: float(v.mean()) for k, v in rows.items()},

@@ -60,7 +60,12 @@ class Features:
         for i in range(0, len(x), batch):
             xi = F.interpolate(x[i:i + batch].float(), size=(self.size, self.size), mode="bilinear",
                                align_corners=False, antialias=True)
-            out.append(self.fn(xi).float())
+            try:
+                out.append(self.fn(xi).float())
+            except RuntimeError:
+                if xi.shape[1] != 1:
+                    raise
+                out.append(self.fn(xi.expand(-1, 3, -1, -1)).float())   # gray into an RGB network
         return torch.cat(out)
 
 
