@@ -67,3 +67,13 @@ def test_diffusion_does_not_import_nn_and_io_does_not_import_torch():
 def test_modules_stay_small():
     big = [(p.name, n) for p in SRC.rglob("*.py") if (n := len(p.read_text().splitlines())) > 450]
     assert not big, big
+
+
+def test_benchmark_peers_are_never_imported_by_the_package():
+    """MONAI and diffusers are benchmark/test extras only: nothing under src/ may import them."""
+    for path in SRC.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                assert name.split(".")[0] not in {"monai", "diffusers", "einops"}, f"{path} imports {name}"

@@ -57,7 +57,7 @@ class ModelConfig:
     out_channels: int = 0           # 0 = in_channels
     channels: int = 32              # base width
     channel_mult: list[int] = field(default_factory=lambda: [1, 2, 2])
-    num_res_blocks: int = 1
+    num_res_blocks: int | list[int] = 1   # residual blocks per level: one int, or one per level (e.g. [1, 2, 2, 2])
     attn_levels: list[int] = field(default_factory=lambda: [2])   # level indices with self-attention
     num_heads: int = 4              # attention heads
     num_classes: int = 0            # labels in [0, num_classes); 0 = no label embedding
@@ -66,6 +66,8 @@ class ModelConfig:
     dropout: float = 0.0            # dropout in residual blocks
     groups: int = 8                 # GroupNorm groups (capped by the width)
     checkpointing: bool = False     # gradient checkpointing of residual blocks
+    channels_last: bool = True      # NHWC / NDHWC memory format (10-15% faster convolutions on CPUs, bench/NOTES.md)
+    zero_init: bool = False         # ADM-style zero-initialised residual branches and output (slower start, bench/NOTES.md)
 
 
 @dataclass
@@ -158,7 +160,7 @@ POSITIVE = ("model.channels", "model.num_heads", "model.groups", "train.batch", 
             "train.lr", "train.log_every_nimg", "train.preview_every_nimg", "train.checkpoint_every_nimg",
             "train.keep_checkpoints", "sample.steps", "sample.batch", "diffusion.sigma_data",
             "diffusion.sigma_min", "diffusion.sigma_max", "diffusion.vp.T")
-NON_NEGATIVE = ("model.num_res_blocks", "model.num_classes", "model.num_scalars", "model.in_channels",
+NON_NEGATIVE = ("model.num_classes", "model.num_scalars", "model.in_channels",
                 "model.out_channels", "model.cond_image_channels", "data.depth_bins", "data.channels",
                 "train.warmup_nimg", "train.grad_clip", "train.ema_halflife_nimg", "train.workers",
                 "train.weight_decay", "diffusion.min_snr_gamma", "diffusion.huber_delta")
@@ -238,6 +240,10 @@ def validate(cfg: RunConfig) -> RunConfig:
     m = cfg.model
     if not m.channel_mult or any(c <= 0 for c in m.channel_mult):
         raise NeurodiffError(f"config field 'model.channel_mult': expected positive integers, got {m.channel_mult}")
+    blocks = [m.num_res_blocks] if isinstance(m.num_res_blocks, int) else m.num_res_blocks
+    if (not isinstance(m.num_res_blocks, int) and len(blocks) != len(m.channel_mult)) or min(blocks, default=0) < 1:
+        raise NeurodiffError(f"config field 'model.num_res_blocks': expected an int >= 1 or one per level "
+                             f"({len(m.channel_mult)} levels), got {m.num_res_blocks}")
     for lvl in m.attn_levels:
         if not 0 <= lvl < len(m.channel_mult):
             raise NeurodiffError(f"config field 'model.attn_levels': level {lvl} outside 0..{len(m.channel_mult) - 1}")

@@ -15,9 +15,9 @@ def conv(dims: int, c_in: int, c_out: int, kernel: int = 3, stride: int = 1) -> 
     return cls(c_in, c_out, kernel, stride=stride, padding=kernel // 2)
 
 
-def zero_(module: nn.Module) -> nn.Module:
-    """Zero-initialise a layer so a residual branch starts as the identity."""
-    for p in module.parameters():
+def zero_(module: nn.Module, enabled: bool = True) -> nn.Module:
+    """Zero-initialise a layer so a residual branch starts as the identity (ADM); a no-op if not enabled."""
+    for p in module.parameters() if enabled else ():
         nn.init.zeros_(p)
     return module
 
@@ -56,21 +56,22 @@ class Upsample(nn.Module):
 class ResBlock(nn.Module):
     """GroupNorm-SiLU-conv twice, with the embedding as scale and shift of the second norm (ADM)."""
 
-    def __init__(self, dims: int, c_in: int, c_out: int, emb_dim: int, groups: int, dropout: float = 0.0):
+    def __init__(self, dims: int, c_in: int, c_out: int, emb_dim: int, groups: int, dropout: float = 0.0,
+                 zero_init: bool = False):
         super().__init__()
         self.norm1 = norm(c_in, groups)
         self.conv1 = conv(dims, c_in, c_out)
         self.emb = nn.Linear(emb_dim, 2 * c_out)
         self.norm2 = norm(c_out, groups)
         self.dropout = nn.Dropout(dropout)
-        self.conv2 = zero_(conv(dims, c_out, c_out))
+        self.conv2 = zero_(conv(dims, c_out, c_out), zero_init)
         self.skip = conv(dims, c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x, emb):
         h = self.conv1(F.silu(self.norm1(x)))
         scale, shift = self.emb(F.silu(emb)).chunk(2, dim=1)
         shape = (*scale.shape, *([1] * (x.ndim - 2)))
-        h = self.norm2(h) * (1 + scale.reshape(shape)) + shift.reshape(shape)
+        h = torch.addcmul(shift.reshape(shape), self.norm2(h), 1 + scale.reshape(shape))   # one pass, not two
         h = self.conv2(self.dropout(F.silu(h)))
         return self.skip(x) + h
 
@@ -78,14 +79,14 @@ class ResBlock(nn.Module):
 class Attention(nn.Module):
     """Multi-head self-attention over all spatial positions via scaled_dot_product_attention."""
 
-    def __init__(self, dims: int, channels: int, heads: int, groups: int):
+    def __init__(self, dims: int, channels: int, heads: int, groups: int, zero_init: bool = False):
         super().__init__()
         while channels % heads:
             heads -= 1
         self.heads = heads
         self.norm = norm(channels, groups)
         self.qkv = conv(dims, channels, 3 * channels, 1)
-        self.proj = zero_(conv(dims, channels, channels, 1))
+        self.proj = zero_(conv(dims, channels, channels, 1), zero_init)
 
     def forward(self, x, emb=None):
         n, c, *spatial = x.shape

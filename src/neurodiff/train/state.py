@@ -108,7 +108,7 @@ def state_digest(state_dict: dict) -> str:
         t = state_dict[k].detach().cpu().contiguous()
         h.update(k.encode())
         h.update(str((tuple(t.shape), str(t.dtype))).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.flatten().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:16]
 
 
