@@ -140,7 +140,7 @@ def main(argv=None) -> int:
     with open(out / "results.jsonl", "w") as fh:
         fh.writelines(json.dumps(r) + "\n" for r in rows)
     lines = [f"Model {args.model} (digest {model.digest}), {args.n} samples per setting, guidance {guidance}, "
-             f"{len(real)} real slices; KID x 1000 (mean ± sd over subsets), FD in the trained feature space.", "",
+             f"{len(real)} real slices; KID x 1000 (mean ± sd over random subsets of the real set), FD in the trained feature space.", "",
              "| sampler | steps | NFE | s / sample | KID x1e3 | FD | KID vs reference |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -57,3 +57,27 @@ def test_config_is_data_not_code(tmp_path):
     with pytest.raises(NeurodiffError):
         config.load(p)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_readme_lists_every_config_field():
+    """The README's configuration reference (bench/config_reference.py) names every field with its default."""
+    import dataclasses
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    ref = readme[readme.index("## Configuration reference"):readme.index("## Benchmarks and measurements")]
+    for cls in (config.NormalizerConfig, config.DataConfig, config.ModelConfig, config.VPConfig,
+                config.DiffusionConfig, config.TrainConfig, config.SampleConfig):
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(f.default_factory() if callable(f.default_factory) else None):
+                continue   # a nested section, listed under its own title
+            assert f"| `{f.name}` |" in ref, f"README config reference lacks {cls.__name__}.{f.name}"
+
+
+def test_num_res_blocks_per_level_is_checked():
+    cfg = config.load("tiny", ["model.num_res_blocks=[1, 2]"])
+    assert cfg.model.num_res_blocks == [1, 2]
+    with pytest.raises(NeurodiffError, match="model.num_res_blocks"):
+        config.load("tiny", ["model.num_res_blocks=[1, 2, 2]"])   # tiny has 2 levels
+    with pytest.raises(NeurodiffError, match="model.num_res_blocks"):
+        config.load("tiny", ["model.num_res_blocks=0"])

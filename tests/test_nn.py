@@ -80,3 +80,36 @@ def test_attention_uses_sdpa(monkeypatch):
     monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
     make(2)(torch.randn(1, 1, 8, 8), torch.zeros(1))
     assert calls
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_channels_last_gives_the_same_outputs_and_grads(dims):
+    kw = dict(dims=dims, channels=8, channel_mult=(1, 2, 4), num_res_blocks=(1, 1, 2), attn_levels=(2,), groups=4)
+    torch.manual_seed(0)
+    a = UNet(**kw, channels_last=True)
+    b = UNet(**kw, channels_last=False)
+    b.load_state_dict(a.state_dict())
+    conv = a.down[0][0].conv1.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last if dims == 2 else torch.channels_last_3d)
+    assert not conv.is_contiguous()
+    x = torch.randn(2, 1, *([8] * dims))
+    t = torch.tensor([0.1, -0.5])
+    ya, yb = a(x, t), b(x, t)
+    assert torch.allclose(ya, yb, atol=1e-5)
+    ya.square().sum().backward()
+    yb.square().sum().backward()
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        assert torch.allclose(pa.grad, pb.grad, atol=1e-4, rtol=1e-4), name
+
+
+def test_blocks_per_level_and_initialisation():
+    one = UNet(channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_levels=(), groups=4)
+    per = UNet(channels=8, channel_mult=(1, 2), num_res_blocks=(1, 3), attn_levels=(), groups=4)
+    assert len(per.down) == len(one.down) + 2 and len(per.up) == len(one.up) + 2
+    with pytest.raises(NeurodiffError, match="num_res_blocks"):
+        UNet(channels=8, channel_mult=(1, 2), num_res_blocks=(1, 2, 3))
+    # default init: the output layer is live from the start; zero_init=True gives ADM's identity start
+    assert UNet(channels=8, groups=4).out[2].weight.abs().sum() > 0
+    zero = UNet(channels=8, groups=4, zero_init=True)
+    assert zero.out[2].weight.abs().sum() == 0
+    assert zero(torch.randn(1, 1, 8, 8), torch.zeros(1)).abs().max() == 0
