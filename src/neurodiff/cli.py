@@ -47,6 +47,21 @@ def _parser() -> argparse.ArgumentParser:
                    help="batch the net over samples (faster on GPUs; results then depend slightly on --batch)")
     s.add_argument("--no-progress", action="store_true")
 
+    vo = sub.add_parser("volume", help="generate whole stacks slice by slice from a neighbour-slice model",
+                        epilog=EPILOG)
+    vo.add_argument("model", help="run or exported model folder trained with data.context_slices > 0")
+    vo.add_argument("--n", "--num-volumes", dest="n", type=int, default=4,
+                    help="number of stacks (default 4); under torchrun write --num-volumes")
+    vo.add_argument("--out", required=True, help="output folder (stacks + manifest.csv); finished files are kept")
+    vo.add_argument("--slices", type=int, default=None, help="slices per stack (default: the training stacks')")
+    vo.add_argument("--seed", type=int, default=0)
+    vo.add_argument("--batch", type=int, default=4, help="stacks generated together (does not change the results)")
+    vo.add_argument("--guidance", type=float, default=None, help="classifier-free guidance on the depth (1 = off)")
+    vo.add_argument("--steps", type=int, default=None, help="sampler steps per slice")
+    vo.add_argument("--sampler", default=None, choices=["euler", "ddim", "heun", "dpmpp_2m", "ancestral"])
+    vo.add_argument("--fast", action="store_true", help="batch the net over stacks (faster on GPUs)")
+    vo.add_argument("--no-progress", action="store_true")
+
     e = sub.add_parser("export", help="write EMA weights as model.safetensors + config.json")
     e.add_argument("run", help="run folder")
     e.add_argument("model_dir", help="output model folder")
@@ -55,7 +70,11 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--real", required=True, help="folder of real images (class sub-folders or manifest.csv for labels)")
     v.add_argument("--fake", required=True, help="folder of generated images (its manifest.csv gives the conditions)")
     v.add_argument("--out", required=True, help="report folder")
-    v.add_argument("--task", default="generation", choices=["generation", "paired", "inpainting", "conditioning"])
+    v.add_argument("--task", default="generation",
+                   choices=["generation", "paired", "inpainting", "conditioning", "volume"],
+                   help="volume: coherence of stacks (adjacent-slice similarity, through-plane smoothness, depth)")
+    v.add_argument("--axis", type=int, default=0,
+                   help="volume task: the depth axis of the stacks (0 for TIFF [Z, Y, X]; 2 for axial NIfTI)")
     v.add_argument("--features", default=None, help="feature network: a file from train-features, or TorchScript")
     v.add_argument("--repeats", type=int, default=3, help="seeds for the sampled metrics (mean ± sd)")
     v.add_argument("--limit", type=int, default=None, help="use at most this many files of each set")
@@ -146,6 +165,28 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_volume(args) -> int:
+    from neurodiff import dist
+    from neurodiff.tasks.volume import generate_volumes
+    from neurodiff.train.state import load_model
+
+    for name in ("--n", "--batch", "--steps", "--slices"):
+        _positive(name, getattr(args, name.strip("-")))
+    if args.guidance is not None and args.guidance < 0:
+        raise NeurodiffError(f"--guidance: expected a value >= 0 (1 = off), got {args.guidance}")
+    device = dist.init()
+    model = load_model(args.model, device)
+    sc = model.cfg.sample
+    generate_volumes(model.net, model.cfg, args.out, args.n, n_slices=args.slices, seed=args.seed,
+                     batch=args.batch, guidance=args.guidance if args.guidance is not None else sc.guidance,
+                     steps=args.steps or sc.steps, sampler=args.sampler or sc.sampler,
+                     exact=not args.fast and sc.exact, digest=model.digest, device=device,
+                     progress=not args.no_progress)
+    dist.print0(f"wrote {args.n} stacks and manifest.csv to {args.out}")
+    dist.shutdown()
+    return 0
+
+
 def cmd_export(args) -> int:
     from neurodiff.train.state import export_model
 
@@ -157,6 +198,17 @@ def cmd_export(args) -> int:
 def cmd_evaluate(args) -> int:
     from neurodiff.metrics.evaluate import evaluate
 
+    if args.task == "volume":
+        from neurodiff.metrics.volume import evaluate_volumes
+
+        m = evaluate_volumes(args.real, args.fake, args.out, axis=args.axis)
+        print(f"adjacent-slice similarity: generated {m['adjacent_similarity_fake']:.4f}, real "
+              f"{m['adjacent_similarity_real']:.4f} ({m['adjacent_similarity_rel_diff']:+.1%}); through-plane "
+              f"smoothness: generated {m['through_plane_smoothness_fake']:.3f}, real "
+              f"{m['through_plane_smoothness_real']:.3f}; depth Pearson r {m['depth']['pearson_r']:.3f} "
+              f"(held-out real {m['depth']['pearson_r_real_heldout']:.3f})")
+        print(f"wrote {Path(args.out) / 'metrics.json'} and {Path(args.out) / 'report.html'}")
+        return 0
     m = evaluate(args.real, args.fake, args.out, task=args.task, features_path=args.features, repeats=args.repeats,
                  limit=args.limit, mask_dir=args.mask, cells=args.cells, data_range=args.data_range)
     keys = [k for k in ("fd", "kid", "precision", "recall", "swd_patches", "ms_ssim_diversity_fake",
@@ -195,7 +247,7 @@ def cmd_demo(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"train": cmd_train, "sample": cmd_sample, "export": cmd_export, "demo": cmd_demo,
+    handler = {"train": cmd_train, "sample": cmd_sample, "volume": cmd_volume, "export": cmd_export, "demo": cmd_demo,
                "evaluate": cmd_evaluate, "train-features": cmd_train_features}[args.command]
     try:
         return handler(args)

@@ -34,6 +34,8 @@ class DataConfig:
     axis: int = 0                   # slices: spatial axis to slice along (0 = first spatial axis)
     depth_bins: int = 0             # slices: >0 -> depth class label in [0, depth_bins); 0 -> no depth label
     depth_scalar: bool = False      # slices: add the normalised slice position in [0, 1] as a covariate
+    context_slices: int = 0         # slices: condition on this many preceding slices (slice-by-slice volumes)
+    context_drop_prob: float = 0.1  # slices: chance the context is withheld in training, so a stack can start
     min_foreground: float = 0.0     # slices: skip slices with a smaller fraction of voxels above the minimum
     crop_foreground: bool = False   # crop every file to the bounding box of voxels above its minimum
     labels: str = "none"            # none | folders | manifest
@@ -56,7 +58,7 @@ class ModelConfig:
     in_channels: int = 0            # 0 = data channels
     out_channels: int = 0           # 0 = in_channels
     channels: int = 32              # base width
-    channel_mult: list[int] = field(default_factory=lambda: [1, 2, 2])
+    channel_mult: list[int] = field(default_factory=lambda: [1, 2, 2])   # width per level, x channels
     num_res_blocks: int | list[int] = 1   # residual blocks per level: one int, or one per level (e.g. [1, 2, 2, 2])
     attn_levels: list[int] = field(default_factory=lambda: [2])   # level indices with self-attention
     num_heads: int = 4              # attention heads
@@ -161,10 +163,10 @@ POSITIVE = ("model.channels", "model.num_heads", "model.groups", "train.batch", 
             "train.keep_checkpoints", "sample.steps", "sample.batch", "diffusion.sigma_data",
             "diffusion.sigma_min", "diffusion.sigma_max", "diffusion.vp.T")
 NON_NEGATIVE = ("model.num_classes", "model.num_scalars", "model.in_channels",
-                "model.out_channels", "model.cond_image_channels", "data.depth_bins", "data.channels",
+                "model.out_channels", "model.cond_image_channels", "data.depth_bins", "data.context_slices", "data.channels",
                 "train.warmup_nimg", "train.grad_clip", "train.ema_halflife_nimg", "train.workers",
                 "train.weight_decay", "diffusion.min_snr_gamma", "diffusion.huber_delta")
-FRACTIONS = ("diffusion.cond_drop_prob", "model.dropout", "data.min_foreground", "train.ema_rampup")
+FRACTIONS = ("data.context_drop_prob", "diffusion.cond_drop_prob", "model.dropout", "data.min_foreground", "train.ema_rampup")
 
 
 def _type_ok(value: Any, tp: Any) -> bool:
@@ -253,6 +255,8 @@ def validate(cfg: RunConfig) -> RunConfig:
             raise NeurodiffError(f"config field '{key}': expected 2 or 3 positive sizes, got {v}")
     if cfg.diffusion.sigma_min >= cfg.diffusion.sigma_max:
         raise NeurodiffError("config field 'diffusion.sigma_min': must be below diffusion.sigma_max")
+    if cfg.data.context_slices and cfg.data.kind != "slices":
+        raise NeurodiffError("config field 'data.context_slices': needs data.kind 'slices'")
     if cfg.data.kind == "slices" and cfg.model.dims != 2:
         raise NeurodiffError("config field 'model.dims': data.kind 'slices' trains a 2D model, set model.dims=2")
     if cfg.train.eval_every_nimg and not cfg.train.eval_features:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from neurodiff.data import io
 from neurodiff.data.normalize import Normalizer, fit_normalizer
 from neurodiff.errors import NeurodiffError
+from neurodiff.tasks.volume import context_image
 
 
 @dataclass
@@ -214,7 +215,11 @@ class ImageDataset(torch.utils.data.Dataset):
             A[:3, :len(full)] *= np.asarray(scale)
             order = axes + [j for j in range(len(full)) if j not in axes]   # slices: in-plane axes first
             affine = A[:, order + [3]].tolist()
-        return {"format": meta.format, "dtype": meta.dtype, "spacing": spacing, "unit": meta.unit,
+        extra = {}
+        if cfg.kind == "slices":   # what slice-by-slice volume generation needs to write stacks
+            extra = {"num_slices": native[cfg.axis],
+                     "slice_spacing": float(meta.spacing[cfg.axis]) if meta.spacing else None}
+        return {**extra, "format": meta.format, "dtype": meta.dtype, "spacing": spacing, "unit": meta.unit,
                 "affine": affine, "class_names": self.class_names, "shape": list(x0.shape),
                 "covariates": list(self.cfg.covariates), "normalizer": self.normalizer.to_dict(),
                 "num_files": len(self.entries), "num_items": len(self.items)}
@@ -230,8 +235,12 @@ class ImageDataset(torch.utils.data.Dataset):
         entry = self.entries[entry_i]
         a = self._read(entry.file)[0][(slice(None), *self.boxes[entry_i])]
         out: dict = {}
+        context = []
         if k >= 0:
             n = a.shape[1 + cfg.axis]
+            # preceding slices k-1, k-2, ... (None before the first), resized and flipped with slice k below
+            context = [np.take(a, k - j, axis=1 + cfg.axis) if k - j >= 0 else None
+                       for j in range(1, cfg.context_slices + 1)]
             a = np.take(a, k, axis=1 + cfg.axis)
             pos = k / max(n - 1, 1)
             if cfg.depth_bins:
@@ -239,6 +248,10 @@ class ImageDataset(torch.utils.data.Dataset):
             if cfg.depth_scalar:
                 out["scalars"] = torch.tensor([pos], dtype=torch.float32)
         x = torch.from_numpy(np.ascontiguousarray(self.normalizer.normalize(a)))
+        c = x.shape[0]
+        if context:
+            x = torch.cat([x] + [torch.full_like(x, -1.0) if s is None else
+                                 torch.from_numpy(np.ascontiguousarray(self.normalizer.normalize(s))) for s in context])
         if cfg.size:
             x = _resize(x, cfg.size, cfg.resize_mode)
         g = torch.Generator().manual_seed(int(seed))
@@ -255,6 +268,12 @@ class ImageDataset(torch.utils.data.Dataset):
         if cfg.rot90:  # quarter turns only where the plane is square, so batch shapes stay equal
             k = int(torch.randint(0, 4, (1,), generator=g))
             x = torch.rot90(x, k if x.shape[-1] == x.shape[-2] else 2 * (k % 2), dims=(-2, -1))
+        if context:
+            present = [s is not None for s in context]
+            if torch.rand(1, generator=g) < cfg.context_drop_prob:   # learn to start a stack from nothing
+                present = [False] * len(context)
+            out["cond_image"] = context_image(x[c:], present)
+            x = x[:c]
         out["x"] = x.contiguous()
         if entry.label is not None:
             out["label"] = torch.tensor(entry.label)
@@ -262,6 +281,10 @@ class ImageDataset(torch.utils.data.Dataset):
             s = torch.tensor(entry.scalars, dtype=torch.float32)
             out["scalars"] = torch.cat([out["scalars"], s]) if "scalars" in out else s
         return out
+
+
+def context_channels(cfg, channels: int) -> int:
+    return cfg.context_slices * (channels + 1) if cfg.kind == "slices" else 0
 
 
 def num_scalars(cfg) -> int:

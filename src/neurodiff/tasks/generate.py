@@ -54,9 +54,16 @@ def resolve_label(cfg, label) -> int | None:
     return idx
 
 
-def make_cond(cfg, labels: list[int | None], scalars: list[list[float]] | None, device) -> Cond | None:
+def make_cond(cfg, labels: list[int | None], scalars: list[list[float]] | None, device,
+              image: torch.Tensor | None = None) -> Cond | None:
     m = cfg.model
-    cond = Cond()
+    cond = Cond(image=image)
+    if image is None and cfg.data.context_slices and m.cond_image_channels:
+        # a slice-by-slice volume model sampled on its own: the "no context" input (the first slice's)
+        shape = cfg.data.meta["shape"]
+        k = cfg.data.context_slices
+        empty = torch.cat([torch.full((k * shape[0], *shape[1:]), -1.0), torch.zeros(k, *shape[1:])])
+        cond.image = empty.expand(len(labels), *empty.shape).to(device)
     if m.num_classes and any(v is not None for v in labels):
         cond.label = torch.tensor([v if v is not None else m.num_classes for v in labels], device=device)
         cond.drop = torch.tensor([v is None for v in labels], device=device)
@@ -66,14 +73,16 @@ def make_cond(cfg, labels: list[int | None], scalars: list[list[float]] | None, 
         cond.scalars = torch.tensor(scalars, dtype=torch.float32, device=device)
         if cond.drop is None:
             cond.drop = torch.zeros(len(labels), dtype=torch.bool, device=device)
-    return cond if (cond.label is not None or cond.scalars is not None) else None
+    if cond.drop is None and cond.image is not None:
+        cond.drop = torch.zeros(len(labels), dtype=torch.bool, device=device)
+    return cond if (cond.label is not None or cond.scalars is not None or cond.image is not None) else None
 
 
 @torch.no_grad()
 def sample_batch(net, cfg, seeds: list[int], labels: list[int | None] | None = None,
                  scalars: list[list[float]] | None = None, guidance: float = 1.0, steps: int = 30,
                  sampler: str = "dpmpp_2m", exact: bool = True, shape: list[int] | None = None,
-                 device="cpu", callback=None) -> torch.Tensor:
+                 device="cpu", callback=None, image: torch.Tensor | None = None) -> torch.Tensor:
     """[len(seeds), C, *S] samples in normalised units (float32, clamped to [-1, 1])."""
     n = len(seeds)
     labels = labels if labels is not None else [None] * n
@@ -87,7 +96,7 @@ def sample_batch(net, cfg, seeds: list[int], labels: list[int | None] | None = N
     noise = torch.stack([torch.randn(shape, generator=g) for g in gens]).to(device)
     if getattr(precond, "sigma_table", None) is not None:  # DDPM's x_T ~ N(0, I) in VP space
         noise = noise * float((1 + sigmas[0] ** 2).sqrt() / sigmas[0])
-    cond = make_cond(cfg, labels, scalars, device)
+    cond = make_cond(cfg, labels, scalars, device, image)
     run = get_sampler(sampler)
     if exact:
         denoisers = [guided(net, precond, None if cond is None else cond.select([i]), guidance) for i in range(n)]
@@ -122,9 +131,9 @@ def to_output(cfg, x: torch.Tensor) -> np.ndarray:
     return Normalizer(**nm).denormalize(x, dtype)
 
 
-def write_manifest(path: Path, rows: list[dict]) -> None:
+def write_manifest(path: Path, rows: list[dict], fields: list[str] = MANIFEST_FIELDS) -> None:
     buf = _io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS)
+    w = csv.DictWriter(buf, fieldnames=fields)
     w.writeheader()
     w.writerows(sorted(rows, key=lambda r: int(r["index"])))
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")

@@ -15,7 +15,7 @@ import torch
 
 from neurodiff import config as config_mod
 from neurodiff import dist
-from neurodiff.data.datasets import ImageDataset, num_classes, num_scalars
+from neurodiff.data.datasets import ImageDataset, context_channels, num_classes, num_scalars
 from neurodiff.data.normalize import Normalizer
 from neurodiff.diffusion.denoiser import make_precond
 from neurodiff.diffusion.losses import denoising_loss, sample_sigma
@@ -43,6 +43,12 @@ def resolve(cfg: config_mod.RunConfig, ds: ImageDataset) -> config_mod.RunConfig
     if m.in_channels != ds.channels:
         raise NeurodiffError(f"config field 'model.in_channels': data have {ds.channels} channels, got {m.in_channels}")
     m.out_channels = m.out_channels or m.in_channels
+    ctx = context_channels(d, ds.channels)
+    if m.cond_image_channels == 0:
+        m.cond_image_channels = ctx
+    elif m.cond_image_channels != ctx:
+        raise NeurodiffError(f"config field 'model.cond_image_channels': the data give {ctx} conditioning channels "
+                             f"(data.context_slices), got {m.cond_image_channels}")
     classes = num_classes(d, ds)
     if m.num_classes == 0:
         m.num_classes = classes
@@ -83,6 +89,18 @@ class _Batches(torch.utils.data.Sampler):
 
     def __len__(self):
         return self.stop - self.start
+
+
+def widen_input(init: dict, target: dict) -> dict:
+    """``init`` weights for a net whose input conv takes extra (conditioning) channels: new channels start at 0,
+    so the widened net computes what ``init`` did until training uses them (e.g. a depth model -> a volume model)."""
+    out = dict(init)
+    w, t = init["input.weight"], target["input.weight"]
+    if w.shape != t.shape:
+        grown = torch.zeros_like(t)
+        grown[:, :w.shape[1]] = w
+        out["input.weight"] = grown
+    return out
 
 
 def _autocast(precision: str, device: torch.device):
@@ -143,10 +161,14 @@ def train(cfg: config_mod.RunConfig, run_dir: str | Path, resume: bool = False, 
         from neurodiff.train.state import load_model
 
         init = load_model(tc.init_from)
-        if config_mod.to_dict(init.cfg.model) != config_mod.to_dict(cfg.model):
+        free = ("cond_image_channels", "channels_last", "zero_init", "checkpointing", "dropout")
+        a, b = (dict(config_mod.to_dict(c.model)) for c in (init.cfg, cfg))
+        if {k: v for k, v in a.items() if k not in free} != {k: v for k, v in b.items() if k not in free} \
+                or a["cond_image_channels"] > b["cond_image_channels"]:
             raise NeurodiffError(f"config field 'train.init_from': {tc.init_from} has a different model config")
-        net.load_state_dict(init.net.state_dict())
-        ema.net.load_state_dict(init.net.state_dict())
+        weights = widen_input(init.net.state_dict(), net.state_dict())
+        net.load_state_dict(weights)
+        ema.net.load_state_dict(weights)
     if state is not None:
         net.load_state_dict(state["net"])
         ema.net.load_state_dict(state["ema"])
@@ -191,7 +213,7 @@ def train(cfg: config_mod.RunConfig, run_dir: str | Path, resume: bool = False, 
         first = dist.rank() * n
         gens = [torch.Generator().manual_seed(_seed(tc.seed, step, 2, first + i)) for i in range(n)]
         drop = torch.cat([torch.rand(1, generator=g) for g in gens]) < d.cond_drop_prob
-        cond = Cond(label=batch.get("label"), scalars=batch.get("scalars"), drop=drop)
+        cond = Cond(label=batch.get("label"), scalars=batch.get("scalars"), image=batch.get("cond_image"), drop=drop)
         cond = Cond(*(None if t is None else t.to(device) for t in (cond.label, cond.scalars, cond.image, cond.drop)))
         sigma = torch.cat([sample_sigma(precond, 1, g, d.P_mean, d.P_std) for g in gens]).to(device)
         noise = torch.stack([torch.randn(x0.shape[1:], generator=g) for g in gens]).to(device)
