@@ -10,7 +10,7 @@ from neurodiff import config
 from neurodiff.cli import main
 from neurodiff.data import io
 from neurodiff.data.datasets import ImageDataset
-from neurodiff.metrics.volume import adjacent_similarity, evaluate_volumes, through_plane_smoothness
+from neurodiff.metrics.volume import adjacent_similarity, depth_correlation, evaluate_volumes, through_plane_smoothness
 from neurodiff.tasks.volume import context_image, depth_label
 
 VOLUME_SET = ["data.kind=slices", "data.axis=2", "data.depth_bins=4", "data.context_slices=2",
@@ -94,3 +94,14 @@ def test_coherence_measures_tell_smooth_from_shuffled_stacks(tmp_path, mni):
     assert m["depth"]["pearson_r_real_heldout"] > 0.9
     assert 0.2 < m["depth"]["pearson_r"] < 0.9          # half the generated set is in the wrong order
     assert (tmp_path / "out" / "report.html").read_text().count("<polyline") == 2
+
+
+def test_depth_regressor_ignores_brightness_and_catches_shuffled_depth():
+    rng = np.random.default_rng(0)
+    z = np.linspace(0, 1, 60)[:, None, None]
+    yy, xx = np.mgrid[0:32, 0:32] / 32.0
+    real = (np.exp(-((xx - z) ** 2 + (yy - 0.5) ** 2) / 0.02) + 0.05 * rng.random((60, 32, 32))).astype(np.float32)
+    brighter = real * 0.6 + 0.3                       # same anatomy per depth, other contrast and offset
+    assert depth_correlation([real], [brighter])["pearson_r"] > 0.98
+    shuffled = brighter[rng.permutation(60)]          # right slices, wrong depths
+    assert abs(depth_correlation([real], [shuffled])["pearson_r"]) < 0.5

@@ -4,8 +4,9 @@ A stack is [Z, H, W] (the depth axis first). Real and generated stacks are compa
 - adjacent-slice similarity: Pearson correlation of slice z with slice z+1, as a profile over relative depth;
 - through-plane smoothness: mean |x[z+1] - x[z]| over the mean in-plane |gradient| (x-z and y-z reslices of a
   coherent stack look like the real ones: a ratio near the real stacks', not a jump at every slice);
-- depth: a ridge regressor on 16x16-pooled real slices predicts each generated slice's relative depth
-  (Pearson r against the depth it was generated for).
+- depth: a ridge regressor on 16x16-pooled real slices, each standardised to zero mean and unit variance so a
+  change of brightness or contrast does not read as a change of depth, predicts each generated slice's relative
+  depth (Pearson r against the depth it was generated for).
 """
 
 from __future__ import annotations
@@ -45,14 +46,13 @@ def profile(values: np.ndarray, points: int = PROFILE_POINTS) -> np.ndarray:
 
 
 def pooled(stack: np.ndarray, size: int = 16) -> np.ndarray:
-    """[Z, size*size] features: each slice average-pooled to size x size (after min-max scaling)."""
+    """[Z, size*size] features: each slice average-pooled to size x size, then standardised per slice."""
     import torch
     import torch.nn.functional as F
 
     t = torch.from_numpy(stack.astype(np.float32))[:, None]
-    lo, hi = t.amin(dim=(1, 2, 3), keepdim=True), t.amax(dim=(1, 2, 3), keepdim=True)
-    t = (t - lo) / (hi - lo + 1e-6)
-    return F.adaptive_avg_pool2d(t, size).flatten(1).numpy().astype(np.float64)
+    f = F.adaptive_avg_pool2d(t, size).flatten(1).numpy().astype(np.float64)
+    return (f - f.mean(1, keepdims=True)) / (f.std(1, keepdims=True) + 1e-6)
 
 
 def depth_correlation(real: list[np.ndarray], fake: list[np.ndarray]) -> dict:
