@@ -62,6 +62,21 @@ def _parser() -> argparse.ArgumentParser:
     vo.add_argument("--fast", action="store_true", help="batch the net over stacks (faster on GPUs)")
     vo.add_argument("--no-progress", action="store_true")
 
+    ca = sub.add_parser("cascade", help="chain a base model (or real low-res images) through super-resolution stages",
+                        epilog=EPILOG)
+    ca.add_argument("spec", nargs="*", metavar="KEY=VALUE", help="base=RUN and stages=RUN1,RUN2,... (as --base/--stages)")
+    ca.add_argument("--base", default=None, help="base model (run or exported folder)")
+    ca.add_argument("--lowres", default=None, help="folder of real low-res images to start from instead of a base")
+    ca.add_argument("--stages", default=None, help="comma-separated super-resolution stages, lowest first")
+    ca.add_argument("--n", "--num-samples", dest="n", type=int, default=4)
+    ca.add_argument("--out", required=True, help="output folder: final images, manifest.csv (+ stage_k/ with --keep)")
+    ca.add_argument("--label", default=None, help="base model's class index or name")
+    ca.add_argument("--guidance", type=float, default=None, help="base model's guidance")
+    ca.add_argument("--steps", type=int, default=None, help="sampler steps (every model)")
+    ca.add_argument("--seed", type=int, default=0)
+    ca.add_argument("--keep", action="store_true", help="also write every intermediate stage")
+    ca.add_argument("--no-progress", action="store_true")
+
     e = sub.add_parser("export", help="write EMA weights as model.safetensors + config.json")
     e.add_argument("run", help="run folder")
     e.add_argument("model_dir", help="output model folder")
@@ -187,6 +202,25 @@ def cmd_volume(args) -> int:
     return 0
 
 
+def cmd_cascade(args) -> int:
+    from neurodiff.tasks.cascade_cli import run_cascade
+    from neurodiff.train.state import load_model
+
+    for item in args.spec:
+        key, _, value = item.partition("=")
+        if key not in ("base", "stages", "lowres") or not value:
+            raise NeurodiffError(f"{item!r}: expected base=RUN, stages=RUN1,RUN2 or lowres=DIR")
+        setattr(args, key, value)
+    if not args.stages:
+        raise NeurodiffError("stages: give at least one super-resolution stage (stages=RUN1,RUN2)")
+    if bool(args.base) == bool(args.lowres):
+        raise NeurodiffError("give either a base model (base=RUN) or real low-res images (--lowres DIR)")
+    _positive("--n", args.n)
+    _positive("--steps", args.steps)
+    run_cascade(args, load_model)
+    return 0
+
+
 def cmd_export(args) -> int:
     from neurodiff.train.state import export_model
 
@@ -247,7 +281,8 @@ def cmd_demo(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"train": cmd_train, "sample": cmd_sample, "volume": cmd_volume, "export": cmd_export, "demo": cmd_demo,
+    handler = {"train": cmd_train, "sample": cmd_sample, "volume": cmd_volume, "cascade": cmd_cascade,
+               "export": cmd_export, "demo": cmd_demo,
                "evaluate": cmd_evaluate, "train-features": cmd_train_features}[args.command]
     try:
         return handler(args)

@@ -36,6 +36,8 @@ class DataConfig:
     depth_scalar: bool = False      # slices: add the normalised slice position in [0, 1] as a covariate
     context_slices: int = 0         # slices: condition on this many preceding slices (slice-by-slice volumes)
     context_drop_prob: float = 0.1  # slices: chance the context is withheld in training, so a stack can start
+    sr_factor: int = 0              # super-resolution stage: input = sample downsampled (area) by this, upsampled back
+    sr_noise_aug: float = 0.2       # super-resolution: training noise-augmentation level, uniform in [0, this]
     min_foreground: float = 0.0     # slices: skip slices with a smaller fraction of voxels above the minimum
     crop_foreground: bool = False   # crop every file to the bounding box of voxels above its minimum
     labels: str = "none"            # none | folders | manifest
@@ -131,6 +133,9 @@ class SampleConfig:
     guidance: float = 1.0           # 1 = off
     batch: int = 16                 # samples per batch
     exact: bool = True              # run the net one sample at a time: sample k is bit-identical for any batch
+    sr_aug_level: float = 0.1       # super-resolution: noise level added to the upsampled input (given to the net)
+    tile: int = 0                   # super-resolution: tile size for outputs larger than this (0 = the training crop)
+    overlap: int = 16               # tile overlap, blended per step
 
 
 @dataclass
@@ -163,7 +168,8 @@ POSITIVE = ("model.channels", "model.num_heads", "model.groups", "train.batch", 
             "train.keep_checkpoints", "sample.steps", "sample.batch", "diffusion.sigma_data",
             "diffusion.sigma_min", "diffusion.sigma_max", "diffusion.vp.T")
 NON_NEGATIVE = ("model.num_classes", "model.num_scalars", "model.in_channels",
-                "model.out_channels", "model.cond_image_channels", "data.depth_bins", "data.context_slices", "data.channels",
+                "model.out_channels", "model.cond_image_channels", "data.depth_bins", "data.context_slices", "data.sr_factor",
+                "data.sr_noise_aug", "sample.sr_aug_level", "sample.tile", "sample.overlap", "data.channels",
                 "train.warmup_nimg", "train.grad_clip", "train.ema_halflife_nimg", "train.workers",
                 "train.weight_decay", "diffusion.min_snr_gamma", "diffusion.huber_delta")
 FRACTIONS = ("data.context_drop_prob", "diffusion.cond_drop_prob", "model.dropout", "data.min_foreground", "train.ema_rampup")
@@ -255,6 +261,8 @@ def validate(cfg: RunConfig) -> RunConfig:
             raise NeurodiffError(f"config field '{key}': expected 2 or 3 positive sizes, got {v}")
     if cfg.diffusion.sigma_min >= cfg.diffusion.sigma_max:
         raise NeurodiffError("config field 'diffusion.sigma_min': must be below diffusion.sigma_max")
+    if cfg.data.sr_factor and cfg.data.context_slices:
+        raise NeurodiffError("config field 'data.sr_factor': cannot be combined with data.context_slices")
     if cfg.data.context_slices and cfg.data.kind != "slices":
         raise NeurodiffError("config field 'data.context_slices': needs data.kind 'slices'")
     if cfg.data.kind == "slices" and cfg.model.dims != 2:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from neurodiff.data import io
 from neurodiff.data.normalize import Normalizer, fit_normalizer
 from neurodiff.errors import NeurodiffError
+from neurodiff.tasks.superres import lowres_input
 from neurodiff.tasks.volume import context_image
 
 
@@ -268,6 +269,11 @@ class ImageDataset(torch.utils.data.Dataset):
         if cfg.rot90:  # quarter turns only where the plane is square, so batch shapes stay equal
             k = int(torch.randint(0, 4, (1,), generator=g))
             x = torch.rot90(x, k if x.shape[-1] == x.shape[-2] else 2 * (k % 2), dims=(-2, -1))
+        if cfg.sr_factor:
+            out["cond_image"], level = lowres_input(x, cfg.sr_factor, cfg.sr_noise_aug, g)
+            if cfg.sr_noise_aug:
+                lvl = torch.tensor([level], dtype=torch.float32)   # first, before depth and covariates
+                out["scalars"] = torch.cat([lvl, out["scalars"]]) if "scalars" in out else lvl
         if context:
             present = [s is not None for s in context]
             if torch.rand(1, generator=g) < cfg.context_drop_prob:   # learn to start a stack from nothing
@@ -284,11 +290,15 @@ class ImageDataset(torch.utils.data.Dataset):
 
 
 def context_channels(cfg, channels: int) -> int:
+    """Channels concatenated to the net's input: context slices + presence maps, or the low-res image."""
+    if cfg.sr_factor:
+        return channels
     return cfg.context_slices * (channels + 1) if cfg.kind == "slices" else 0
 
 
 def num_scalars(cfg) -> int:
-    return len(cfg.covariates) + (1 if cfg.kind == "slices" and cfg.depth_scalar else 0)
+    sr = 1 if cfg.sr_factor and cfg.sr_noise_aug else 0   # the noise-augmentation level, first
+    return sr + len(cfg.covariates) + (1 if cfg.kind == "slices" and cfg.depth_scalar else 0)
 
 
 def num_classes(cfg, dataset: ImageDataset) -> int:

@@ -82,8 +82,13 @@ def make_cond(cfg, labels: list[int | None], scalars: list[list[float]] | None, 
 def sample_batch(net, cfg, seeds: list[int], labels: list[int | None] | None = None,
                  scalars: list[list[float]] | None = None, guidance: float = 1.0, steps: int = 30,
                  sampler: str = "dpmpp_2m", exact: bool = True, shape: list[int] | None = None,
-                 device="cpu", callback=None, image: torch.Tensor | None = None) -> torch.Tensor:
-    """[len(seeds), C, *S] samples in normalised units (float32, clamped to [-1, 1])."""
+                 device="cpu", callback=None, image: torch.Tensor | None = None, tile: int | None = None,
+                 overlap: int = 16) -> torch.Tensor:
+    """[len(seeds), C, *S] samples in normalised units (float32, clamped to [-1, 1]).
+
+    ``image``: [N, Ci, *S] concatenated conditioning; ``tile``: evaluate the net in overlapping tiles of this
+    size (blended per step, tiling.py) when the sample is larger.
+    """
     n = len(seeds)
     labels = labels if labels is not None else [None] * n
     shape = shape or cfg.data.meta.get("shape")
@@ -98,13 +103,25 @@ def sample_batch(net, cfg, seeds: list[int], labels: list[int | None] | None = N
         noise = noise * float((1 + sigmas[0] ** 2).sqrt() / sigmas[0])
     cond = make_cond(cfg, labels, scalars, device, image)
     run = get_sampler(sampler)
-    if exact:
-        denoisers = [guided(net, precond, None if cond is None else cond.select([i]), guidance) for i in range(n)]
 
-        def D(x, sigma):
-            return torch.cat([denoisers[i](x[i:i + 1], sigma[i:i + 1]) for i in range(n)])
+    def make_D(c: Cond | None):
+        if not exact:
+            return guided(net, precond, c, guidance)
+        denoisers = [guided(net, precond, None if c is None else c.select([i]), guidance) for i in range(n)]
+        return lambda x, sigma: torch.cat([denoisers[i](x[i:i + 1], sigma[i:i + 1]) for i in range(n)])
+
+    if tile and any(size > tile for size in shape[1:]):
+        from neurodiff.tiling import tiled
+
+        def D_tile(x, sigma, region):
+            c = cond
+            if cond is not None and cond.image is not None:
+                c = Cond(cond.label, cond.scalars, cond.image[(slice(None), slice(None), *region)], cond.drop)
+            return make_D(c)(x, sigma)
+
+        D = tiled(D_tile, tile, overlap)
     else:
-        D = guided(net, precond, cond, guidance)
+        D = make_D(cond)
     use_bf16 = torch.device(device).type == "cuda"   # exact float32 on CPUs, bf16 autocast on GPUs
     with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=use_bf16):
         x = run(lambda x, s: D(x.float(), s), noise, sigmas, generator=gens, callback=callback)

@@ -108,14 +108,19 @@ def _autocast(precision: str, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
 
-def _preview(net, cfg, path: Path, device) -> None:
+def _preview(net, cfg, path: Path, device, ds) -> None:
     from neurodiff.data import io
 
     m = cfg.model
     n = 16 if m.dims == 2 else 4
     labels = [k % m.num_classes for k in range(n)] if m.num_classes else None
-    x = sample_batch(net, cfg, list(range(n)), labels, None, guidance=1.0, steps=20, sampler="dpmpp_2m",
-                     exact=False, device=device)
+    image = scalars = None
+    if cfg.data.sr_factor:   # a super-resolution stage: upsample the first training items' low-res inputs
+        items = [ds[(k % len(ds), 0)] for k in range(n)]
+        image = torch.stack([it["cond_image"] for it in items]).to(device)
+        scalars = [it["scalars"].tolist() for it in items] if "scalars" in items[0] else None
+    x = sample_batch(net, cfg, list(range(n)), labels, scalars, guidance=1.0, steps=20, sampler="dpmpp_2m",
+                     exact=False, device=device, image=image)
     io.write(path, grid(to_uint8_display(x), ncol=min(n, 8))[None])
 
 
@@ -259,7 +264,7 @@ def train(cfg: config_mod.RunConfig, run_dir: str | Path, resume: bool = False, 
                 tb.add_scalar("lr", rec["lr"], nimg)
             losses, t_last, n_last = [], now, nimg
         if dist.is_main() and (nimg // tc.preview_every_nimg != (nimg - tc.batch) // tc.preview_every_nimg or done):
-            _preview(ema.net, cfg, run_dir / "previews" / f"preview_{nimg:012d}.png", device)
+            _preview(ema.net, cfg, run_dir / "previews" / f"preview_{nimg:012d}.png", device, ds)
         if evaluator and dist.is_main() and tc.eval_every_nimg and (
                 nimg // tc.eval_every_nimg != (nimg - tc.batch) // tc.eval_every_nimg or done):
             log.write(json.dumps({"nimg": nimg, "eval": evaluator(ema.net, cfg, ds, device)}) + "\n")
