@@ -18,7 +18,6 @@ import numpy as np, torch
 from neurodiff import config
 from neurodiff.data import io
 from neurodiff.data.datasets import ImageDataset
-from neurodiff.data.normalize import Normalizer
 from neurodiff.tasks.superres import downsample, upsample
 out, template = Path(sys.argv[1]), sys.argv[2]
 data = config.DataConfig(path=template, kind="slices", axis=2, crop_foreground=True, min_foreground=0.02,
@@ -28,17 +27,17 @@ ds = ImageDataset(data)
 n = len(ds)
 lo, hi = int(0.45 * n), int(0.55 * n)              # held out: the middle 10 % of the slices
 gap = 3                                           # and 3 slices either side kept out of training
-norm = Normalizer(kind="minmax", lo=0.0, hi=65535.0)   # x in [-1, 1] <-> the full uint16 range
-meta = io.ImageMeta(format="png", dtype="uint16")
+norm = ds.normalizer          # back to the template's own units (uint8), the units of the demo base model
+meta = io.ImageMeta(format="png", dtype="uint8")
 for i in range(n):
     x = ds[i]["x"]
     if lo <= i < hi:
-        io.write(out / "hr_heldout" / f"slice_{i:03d}.png", norm.denormalize(x, "uint16"), meta)
+        io.write(out / "hr_heldout" / f"slice_{i:03d}.png", norm.denormalize(x, "uint8"), meta)
         low = downsample(x[None], 2)
-        io.write(out / "lr_heldout" / f"slice_{i:03d}.png", norm.denormalize(low[0], "uint16"), meta)
-        io.write(out / "bicubic" / f"slice_{i:03d}.png", norm.denormalize(upsample(low, [128, 128])[0], "uint16"), meta)
+        io.write(out / "lr_heldout" / f"slice_{i:03d}.png", norm.denormalize(low[0], "uint8"), meta)
+        io.write(out / "bicubic" / f"slice_{i:03d}.png", norm.denormalize(upsample(low, [128, 128])[0], "uint8"), meta)
     elif not lo - gap <= i < hi + gap:
-        io.write(out / "hr_train" / f"slice_{i:03d}.png", norm.denormalize(x, "uint16"), meta)
+        io.write(out / "hr_train" / f"slice_{i:03d}.png", norm.denormalize(x, "uint8"), meta)
 print(f"{n} slices: {hi - lo} held out ({lo}..{hi - 1}), {n - (hi - lo) - 2 * gap} for training")
 EOF
 for AUG in 0.2 0; do

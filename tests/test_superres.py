@@ -115,3 +115,16 @@ def test_3d_stage_trains_and_super_resolves_a_volume_in_tiles(volume_folder, tmp
     (a, meta), (b, _) = outs
     assert a.shape == (1, 24, 24, 24) and meta.format == "nifti"      # 3 x 3 x 3 overlapping tiles of 8^3
     assert not np.array_equal(a, b)                                   # the low-res input steers the output
+
+
+def test_cascade_warns_when_stages_were_trained_in_other_units(sr_run, capsys):
+    from neurodiff.tasks.superres import _check_units
+    from neurodiff.train.state import load_model
+
+    stage = load_model(sr_run)
+    _check_units(stage.cfg, stage)
+    assert "warning" not in capsys.readouterr().out
+    other = load_model(sr_run).cfg
+    other.data.meta["normalizer"] = {"kind": "minmax", "lo": 0.0, "hi": 65535.0}
+    _check_units(other, stage)
+    assert "same units" in capsys.readouterr().out

@@ -70,11 +70,22 @@ def renormalize(x: torch.Tensor, src_cfg, dst_cfg) -> torch.Tensor:
     return ((data - b.lo) * (2.0 / (b.hi - b.lo)) - 1.0).float()
 
 
+def _check_units(src_cfg, stage) -> None:
+    """Stages map intensities by their data units: warn when two models' training ranges look like other units."""
+    a, b = (Normalizer(**c.data.meta["normalizer"]) for c in (src_cfg, stage.cfg))
+    ratio = (a.hi - a.lo) / max(b.hi - b.lo, 1e-12)
+    if not 0.25 < ratio < 4:
+        print(f"warning: {stage.source}: trained on data in [{b.lo:.4g}, {b.hi:.4g}], the model before it on "
+              f"[{a.lo:.4g}, {a.hi:.4g}]; stages must be trained on data in the same units (e.g. both 8-bit)",
+              flush=True)
+
+
 def cascade(stages: list, x: torch.Tensor, src_cfg, seeds: list[int], steps: int | None = None,
             exact: bool = True, device="cpu") -> list[torch.Tensor]:
     """Chain ``x`` (normalised in ``src_cfg``'s units) through every stage; the output of each stage in turn."""
     outs = []
     for j, stage in enumerate(stages):
+        _check_units(src_cfg, stage)
         x = renormalize(x, src_cfg, stage.cfg)
         x = super_resolve(stage, x, [sample_seed(s, j + 1) for s in seeds], steps, exact=exact, device=device)
         outs.append(x.cpu())
