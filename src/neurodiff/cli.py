@@ -77,13 +77,32 @@ def _parser() -> argparse.ArgumentParser:
     ca.add_argument("--keep", action="store_true", help="also write every intermediate stage")
     ca.add_argument("--no-progress", action="store_true")
 
+    ip = sub.add_parser("inpaint", help="fill artefacts (tears, missing sections) with RePaint, at any image size")
+    ip.add_argument("model", help="run or exported model folder")
+    ip.add_argument("--image", required=True, help="image or volume to repair (TIFF/BigTIFF, PNG, NIfTI, NumPy)")
+    ip.add_argument("--mask", default=None, help="mask file of the image's size: non-zero = fill")
+    ip.add_argument("--box", action="append", default=[], metavar="Y0:Y1,X0:X1",
+                    help="a box to fill (repeatable; Z0:Z1,Y0:Y1,X0:X1 in 3D); with or instead of --mask")
+    ip.add_argument("--out", required=True, help="output file (the format from its suffix; known pixels kept exactly)")
+    ip.add_argument("--steps", type=int, default=250, help="noise levels of the schedule (default 250)")
+    ip.add_argument("--jump", type=int, default=10, help="RePaint jump length (default 10)")
+    ip.add_argument("--resample", type=int, default=10, help="RePaint resampling count (default 10; 1 = no jumps)")
+    ip.add_argument("--tile", type=int, default=None,
+                    help="tile size for large images (default: the model's training size; 0 = whole image)")
+    ip.add_argument("--overlap", type=int, default=None, help="tile overlap (default: 32, at most a quarter tile)")
+    ip.add_argument("--label", default=None, help="class index or name for a conditional model")
+    ip.add_argument("--covariate", action="append", default=[], metavar="NAME=VALUE")
+    ip.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (1 = off)")
+    ip.add_argument("--seed", type=int, default=0)
+    ip.add_argument("--no-progress", action="store_true")
+
     e = sub.add_parser("export", help="write EMA weights as model.safetensors + config.json")
     e.add_argument("run", help="run folder")
     e.add_argument("model_dir", help="output model folder")
 
     v = sub.add_parser("evaluate", help="compare real and generated images: metrics.json + report.html")
     v.add_argument("--real", required=True, help="folder of real images (class sub-folders or manifest.csv for labels)")
-    v.add_argument("--fake", required=True, help="folder of generated images (its manifest.csv gives the conditions)")
+    v.add_argument("--fake", default=None, help="folder of generated images (its manifest.csv gives the conditions)")
     v.add_argument("--out", required=True, help="report folder")
     v.add_argument("--task", default="generation",
                    choices=["generation", "paired", "inpainting", "conditioning", "volume"],
@@ -97,6 +116,14 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--data-range", type=float, default=None,
                    help="paired metrics: the data range L in data units (PSNR, SSIM); default: the real set's max - min")
     v.add_argument("--cells", action="store_true", help="also compare nuclei statistics (microscopy; per-image errors for paired/inpainting)")
+
+    v.add_argument("--model", default=None, help="inpainting: repaint random 5-50%% masks on the --real images "
+                   "with this model and compare nuclei statistics (instead of --fake)")
+    v.add_argument("--steps", type=int, default=250, help="inpainting with --model: RePaint steps")
+    v.add_argument("--jump", type=int, default=10, help="inpainting with --model: jump length")
+    v.add_argument("--resample", type=int, default=10, help="inpainting with --model: resampling count")
+    v.add_argument("--tile", type=int, default=None, help="inpainting with --model: tile size")
+    v.add_argument("--seed", type=int, default=0, help="inpainting with --model: masks and noise")
 
     f = sub.add_parser("train-features", help="train a small domain feature network for FD/KID on real data")
     f.add_argument("--data", required=True, help="folder of real images or volumes (labels from sub-folders used)")
@@ -148,7 +175,7 @@ def cmd_train(args) -> int:
 
 def cmd_sample(args) -> int:
     from neurodiff import dist
-    from neurodiff.tasks.generate import generate
+    from neurodiff.tasks.generate import generate, parse_covariates
     from neurodiff.train.state import load_model
 
     _positive("--n", args.n)
@@ -159,13 +186,7 @@ def cmd_sample(args) -> int:
     device = dist.init()
     model = load_model(args.model, device)
     sc = model.cfg.sample
-    covariates = {}
-    for text in args.covariate:
-        name, _, value = text.partition("=")
-        try:
-            covariates[name] = float(value)
-        except ValueError:
-            raise NeurodiffError(f"--covariate {text!r}: expected NAME=NUMBER") from None
+    covariates = parse_covariates(args.covariate)
     label = args.label
     if label is not None and label.lower() in ("none", ""):
         label = None
@@ -221,6 +242,16 @@ def cmd_cascade(args) -> int:
     return 0
 
 
+def cmd_inpaint(args) -> int:
+    from neurodiff.tasks.inpaint_cli import run_inpaint
+    from neurodiff.train.state import load_model
+
+    if not args.mask and not args.box:
+        raise NeurodiffError("give what to fill: --mask FILE (non-zero = fill) and/or --box Y0:Y1,X0:X1")
+    run_inpaint(args, load_model)
+    return 0
+
+
 def cmd_export(args) -> int:
     from neurodiff.train.state import export_model
 
@@ -231,6 +262,22 @@ def cmd_export(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from neurodiff.metrics.evaluate import evaluate
+
+    if args.model:
+        if args.task != "inpainting":
+            raise NeurodiffError("--model: only with --task inpainting (the other tasks compare --real with --fake)")
+        from neurodiff.metrics.inpainting import evaluate_inpainting
+        from neurodiff.train.state import load_model
+
+        m = evaluate_inpainting(load_model(args.model), args.real, args.out, steps=args.steps, jump=args.jump,
+                                resample=args.resample, tile=args.tile, limit=args.limit, seed=args.seed)
+        for b, v in m["per_bin_median"].items():
+            print(f"masks {b}: median density error {v['density_rel_err']:.1%}, mean-size error "
+                  f"{v['mean_size_rel_err']:.1%}, PSNR in mask {v['psnr_in_mask']:.2f} dB")
+        print(f"{m['network_calls_per_tile']} network calls per tile; wrote {Path(args.out) / 'metrics.json'}")
+        return 0
+    if not args.fake:
+        raise NeurodiffError("--fake: the folder of generated images is required (or --task inpainting --model)")
 
     if args.task == "volume":
         from neurodiff.metrics.volume import evaluate_volumes
@@ -282,7 +329,7 @@ def cmd_demo(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = {"train": cmd_train, "sample": cmd_sample, "volume": cmd_volume, "cascade": cmd_cascade,
-               "export": cmd_export, "demo": cmd_demo,
+               "inpaint": cmd_inpaint, "export": cmd_export, "demo": cmd_demo,
                "evaluate": cmd_evaluate, "train-features": cmd_train_features}[args.command]
     try:
         return handler(args)

@@ -75,21 +75,23 @@ def dpmpp_2m(denoise, noise, sigmas, *, generator=None, callback=None):
     return x
 
 
+def ancestral_step(x, x0, s, s_next, noise, eta: float = 1.0):
+    """One ancestral step from sigma ``s`` to ``s_next`` > 0: deterministic down to sigma_down, fresh noise up."""
+    # VP-consistent split of sigma_next into deterministic and fresh-noise parts
+    a, a_next = 1 / (1 + s ** 2), 1 / (1 + s_next ** 2)        # alphabar in VP terms
+    var_vp = eta ** 2 * (1 - a_next) / (1 - a) * (1 - a / a_next)
+    sigma_up = (var_vp / a_next).clamp(min=0).sqrt().clamp(max=s_next)
+    sigma_down = (s_next ** 2 - sigma_up ** 2).sqrt()
+    return x0 + (sigma_down / s) * (x - x0) + sigma_up * noise
+
+
 def ancestral(denoise, noise, sigmas, *, generator=None, callback=None, eta: float = 1.0):
     """Ancestral sampling: an Euler step down to sigma_down, then fresh noise up to sigma_next (DDPM-like)."""
     x = noise.to(torch.float64) * sigmas[0]
     for i in range(len(sigmas) - 1):
         s, s_next = sigmas[i], sigmas[i + 1]
         x0 = _D(denoise, x, s)
-        if s_next == 0:
-            x = x0
-        else:
-            # VP-consistent split of sigma_next into deterministic and fresh-noise parts
-            a, a_next = 1 / (1 + s ** 2), 1 / (1 + s_next ** 2)        # alphabar in VP terms
-            var_vp = eta ** 2 * (1 - a_next) / (1 - a) * (1 - a / a_next)
-            sigma_up = (var_vp / a_next).clamp(min=0).sqrt().clamp(max=s_next)
-            sigma_down = (s_next ** 2 - sigma_up ** 2).sqrt()
-            x = x0 + (sigma_down / s) * (x - x0) + sigma_up * randn_like(x, generator)
+        x = x0 if s_next == 0 else ancestral_step(x, x0, s, s_next, randn_like(x, generator), eta)
         if callback:
             callback(i, x, x0)
     return x

@@ -78,6 +78,31 @@ def make_cond(cfg, labels: list[int | None], scalars: list[list[float]] | None, 
     return cond if (cond.label is not None or cond.scalars is not None or cond.image is not None) else None
 
 
+def parse_covariates(items: list[str]) -> dict:
+    """``["age=70", ...]`` -> {"age": 70.0}."""
+    covariates = {}
+    for text in items:
+        name, _, value = text.partition("=")
+        try:
+            covariates[name] = float(value)
+        except ValueError:
+            raise NeurodiffError(f"--covariate {text!r}: expected NAME=NUMBER") from None
+    return covariates
+
+
+def covariate_row(cfg, covariates: dict | None) -> list[float] | None:
+    """{name: value} -> the model's scalar conditions in order (None when no covariates are given)."""
+    if not covariates:
+        return None
+    depth = ["depth"] if cfg.data.depth_scalar and cfg.data.kind == "slices" else []
+    cov_names = depth + list(cfg.data.meta.get("covariates") or [])
+    missing = [c for c in cov_names if c not in covariates]
+    unknown = [c for c in covariates if c not in cov_names]
+    if unknown or missing:
+        raise NeurodiffError(f"covariates: model expects {cov_names or 'none'}; unknown {unknown}, missing {missing}")
+    return [float(covariates[c]) for c in cov_names]
+
+
 @torch.no_grad()
 def sample_batch(net, cfg, seeds: list[int], labels: list[int | None] | None = None,
                  scalars: list[list[float]] | None = None, guidance: float = 1.0, steps: int = 30,
@@ -101,9 +126,18 @@ def sample_batch(net, cfg, seeds: list[int], labels: list[int | None] | None = N
     noise = torch.stack([torch.randn(shape, generator=g) for g in gens]).to(device)
     if getattr(precond, "sigma_table", None) is not None:  # DDPM's x_T ~ N(0, I) in VP space
         noise = noise * float((1 + sigmas[0] ** 2).sqrt() / sigmas[0])
-    cond = make_cond(cfg, labels, scalars, device, image)
+    D = build_denoiser(net, precond, make_cond(cfg, labels, scalars, device, image), n, guidance, exact,
+                       shape, tile, overlap)
     run = get_sampler(sampler)
+    use_bf16 = torch.device(device).type == "cuda"   # exact float32 on CPUs, bf16 autocast on GPUs
+    with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=use_bf16):
+        x = run(lambda x, s: D(x.float(), s), noise, sigmas, generator=gens, callback=callback)
+    return x.float().clamp(-1, 1)
 
+
+def build_denoiser(net, precond, cond: Cond | None, n: int, guidance: float, exact: bool, shape: list[int],
+                   tile: int | None = None, overlap: int = 16):
+    """``D(x, sigma)`` for a batch of n: guidance, one sample at a time when ``exact``, tiles when larger."""
     def make_D(c: Cond | None):
         if not exact:
             return guided(net, precond, c, guidance)
@@ -119,13 +153,8 @@ def sample_batch(net, cfg, seeds: list[int], labels: list[int | None] | None = N
                 c = Cond(cond.label, cond.scalars, cond.image[(slice(None), slice(None), *region)], cond.drop)
             return make_D(c)(x, sigma)
 
-        D = tiled(D_tile, tile, overlap)
-    else:
-        D = make_D(cond)
-    use_bf16 = torch.device(device).type == "cuda"   # exact float32 on CPUs, bf16 autocast on GPUs
-    with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=use_bf16):
-        x = run(lambda x, s: D(x.float(), s), noise, sigmas, generator=gens, callback=callback)
-    return x.float().clamp(-1, 1)
+        return tiled(D_tile, tile, overlap)
+    return make_D(cond)
 
 
 def output_meta(cfg) -> tuple[str, io.ImageMeta]:
@@ -177,15 +206,7 @@ def generate(net, cfg, out_dir: str | Path, n: int, seed: int = 0, batch: int = 
     out_dir.mkdir(parents=True, exist_ok=True)
     suffix, meta = output_meta(cfg)
     names = cfg.data.meta.get("class_names") or []
-    depth = ["depth"] if cfg.data.depth_scalar and cfg.data.kind == "slices" else []
-    cov_names = depth + list(cfg.data.meta.get("covariates") or [])
-    scalars_row = None
-    if covariates:
-        missing = [c for c in cov_names if c not in covariates]
-        unknown = [c for c in covariates if c not in cov_names]
-        if unknown or missing:
-            raise NeurodiffError(f"covariates: model expects {cov_names or 'none'}; unknown {unknown}, missing {missing}")
-        scalars_row = [float(covariates[c]) for c in cov_names]
+    scalars_row = covariate_row(cfg, covariates)
     if label == "all":
         if not cfg.model.num_classes:
             raise NeurodiffError("--label all: this model was trained without labels")

@@ -1,0 +1,191 @@
+"""RePaint: the jump schedule, harmonisation against an exact denoiser, tiles, exact known pixels, the CLI."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from neurodiff import config
+from neurodiff.cli import main
+from neurodiff.data import io
+from neurodiff.diffusion.denoiser import EDM
+from neurodiff.diffusion.schedules import karras
+from neurodiff.tasks.inpaint import inpaint_array, jump_schedule, network_calls, parse_boxes, repaint
+
+S = 0.5     # data: every pixel of an image equals one value v ~ N(0, S^2)
+
+
+def flat_denoiser(x, sigma):
+    """The exact D(x, sigma) for images that are one constant v ~ N(0, S^2): the posterior mean of v everywhere."""
+    n = x[0].numel()
+    sig = sigma.view(-1, *[1] * (x.ndim - 1)).to(x.dtype)
+    v = S ** 2 * x.sum(dim=tuple(range(1, x.ndim)), keepdim=True) / (n * S ** 2 + sig ** 2)
+    return v.expand_as(x)
+
+
+class FlatNet(torch.nn.Module):
+    """A "network" that, behind EDM preconditioning, gives exactly ``flat_denoiser``."""
+
+    def forward(self, x_in, c_noise, cond=None):
+        sigma = (4 * c_noise.double()).exp()
+        c_skip, c_out, c_in, _ = EDM(0.5).scalings(sigma)
+        view = (-1, *[1] * (x_in.ndim - 1))
+        x = x_in.double() / c_in.view(view)
+        return ((flat_denoiser(x, sigma) - c_skip.view(view) * x) / c_out.view(view)).float()
+
+
+def flat_model(dims: int, tile_shape: list[int]):
+    cfg = config.load("tiny" if dims == 2 else "tiny3d")
+    cfg.model.in_channels = 1
+    cfg.data.meta = {"normalizer": {"kind": "minmax", "lo": 0.0, "hi": 255.0}, "shape": [1, *tile_shape]}
+    return SimpleNamespace(net=FlatNet(), cfg=cfg)
+
+
+def test_jump_schedule_walks_down_with_jumps_and_costs_the_classic_2410_calls():
+    seq = jump_schedule(250, 10, 10)
+    assert seq[0] == 0 and seq[-1] == 250
+    assert all(abs(b - a) == 1 for a, b in zip(seq, seq[1:]))
+    assert network_calls(seq) == 2410                       # 250 + 24 jump points x 9 x 10
+    assert jump_schedule(20, 5, 1) == list(range(21))
+    assert network_calls(jump_schedule(20, 5, 3)) == 20 + 3 * 2 * 5
+    with pytest.raises(Exception, match="jump"):
+        jump_schedule(20, 0, 3)
+
+
+@pytest.mark.parametrize("resample", [1, 5])
+def test_repaint_fills_the_mask_in_agreement_with_the_known_pixels(resample):
+    """Known half = c: the exact posterior says the other half is c too; plain replacement gets most of the way,
+    jumps (resampling) get closer."""
+    c = 0.6
+    known = torch.full((4, 1, 8, 8), c, dtype=torch.float64)
+    mask = torch.zeros(4, 1, 8, 8, dtype=torch.bool)
+    mask[..., 4:] = True
+    sigmas = torch.cat([karras(30, 0.002, 80.0), torch.zeros(1, dtype=torch.float64)])
+    gens = [torch.Generator().manual_seed(k) for k in range(4)]
+    y = repaint(flat_denoiser, known, mask, sigmas, jump_schedule(30, 3, resample), gens)
+    assert torch.equal(y[~mask.expand_as(y)], known.float()[~mask.expand_as(y)])   # known pixels untouched
+    err = (y[mask.expand_as(y)] - c).abs().max().item()
+    assert err < (0.35 if resample == 1 else 0.1), err
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_tiled_inpainting_is_seamless_and_only_samples_tiles_touching_the_mask(dims):
+    spatial = (48, 40) if dims == 2 else (24, 20, 20)
+    image = np.full((1, *spatial), 150, dtype=np.uint8)
+    image[(0, *[slice(0, 2)] * dims)] = 7                  # a few odd known pixels far from the mask
+    mask = np.zeros(spatial, dtype=bool)
+    mask[(slice(10, 30), *[slice(4, 16)] * (dims - 1))] = True
+    model = flat_model(dims, [8] * dims)
+    out, info = inpaint_array(model, image, mask, steps=12, jump=3, resample=2, tile=8, overlap=4, seed=1)
+    assert out.dtype == np.uint8 and np.array_equal(out[:, ~mask], image[:, ~mask])
+    assert 0 < info["tiles"] < info["tiles_total"]
+    filled = out[:, mask].astype(float)
+    assert np.abs(filled - 150).max() <= 12                # continues the flat image across tiles: no seams
+    again, _ = inpaint_array(model, image, mask, steps=12, jump=3, resample=2, tile=8, overlap=4, seed=1)
+    assert np.array_equal(out, again)                       # seeded
+
+
+def test_boxes_and_bad_masks_have_clear_errors():
+    m = parse_boxes(["2:4,1:3"], (6, 5))
+    assert m.sum() == 4 and m[2:4, 1:3].all()
+    with pytest.raises(Exception, match="--box"):
+        parse_boxes(["2:9,1:3"], (6, 5))
+    with pytest.raises(Exception, match="--box"):
+        parse_boxes(["2:4"], (6, 5))
+    model = flat_model(2, [8, 8])
+    with pytest.raises(Exception, match="mask shape"):
+        inpaint_array(model, np.zeros((1, 16, 16), np.uint8), np.zeros((16, 8), bool))
+    with pytest.raises(Exception, match="channel"):
+        inpaint_array(model, np.zeros((3, 16, 16), np.uint8), np.zeros((16, 16), bool))
+    with pytest.raises(Exception, match="NaN"):
+        inpaint_array(model, np.full((1, 16, 16), np.nan, np.float32), np.zeros((16, 16), bool))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(slice_folder, tmp_path_factory):
+    run = tmp_path_factory.mktemp("inpaint") / "run"
+    assert main(["train", "tiny", "--data", str(slice_folder), "--out", str(run), "--no-progress",
+                 "--set", "train.total_nimg=16", "--set", "train.batch=8"]) == 0
+    return run
+
+
+@pytest.mark.parametrize("suffix,dtype", [(".tif", np.uint16), (".png", np.uint8)])
+def test_cli_keeps_known_pixels_bit_identical_in_the_written_file(tiny_run, tmp_path, mni, suffix, dtype, capsys):
+    img = mni[10:190, 20:140, 90].astype(dtype) * (200 if dtype == np.uint16 else 1)   # 180 x 120, tiles of 32
+    src = tmp_path / f"section{suffix}"
+    io.write(src, img[None], io.ImageMeta(format="tiff" if suffix == ".tif" else "png", dtype=np.dtype(dtype).name,
+                                          spacing=(0.5, 0.5) if suffix == ".tif" else None,
+                                          unit="um" if suffix == ".tif" else None))
+    mask = np.zeros(img.shape, np.uint8)
+    mask[40:70, 30:100] = 255                            # a tear
+    io.write(tmp_path / "mask.png", mask[None])
+    out = tmp_path / f"repaired{suffix}"
+    assert main(["inpaint", str(tiny_run), "--image", str(src), "--mask", str(tmp_path / "mask.png"),
+                 "--box", "150:160,10:20", "--out", str(out), "--steps", "6", "--jump", "2", "--resample", "2",
+                 "--no-progress"]) == 0
+    assert "network calls each" in capsys.readouterr().out
+    y, meta = io.read(out)
+    filled = mask.astype(bool)
+    filled[150:160, 10:20] = True
+    assert y.dtype == dtype and y.shape == (1, *img.shape)
+    assert np.array_equal(y[0][~filled], img[~filled])
+    assert not np.array_equal(y[0][filled], img[filled])
+    if suffix == ".tif":
+        assert meta.spacing == pytest.approx((0.5, 0.5))
+    assert main(["inpaint", str(tiny_run), "--image", str(src), "--mask", str(tmp_path / "mask.png"),
+                 "--box", "1:2,1:2", "--out", str(tmp_path / "x.tif"), "--tile", "31", "--steps", "2"]) == 2
+    assert "multiple of" in capsys.readouterr().err
+    assert main(["inpaint", str(tiny_run), "--image", str(src), "--out", str(tmp_path / "x.tif")]) == 2
+    io.write(tmp_path / "small.png", mask[None, :50])
+    assert main(["inpaint", str(tiny_run), "--image", str(src), "--mask", str(tmp_path / "small.png"),
+                 "--out", str(tmp_path / "x.tif")]) == 2
+    assert "does not match" in capsys.readouterr().err
+
+
+def test_random_masks_cover_their_bin():
+    from neurodiff.metrics.inpainting import BINS, random_mask
+
+    for k, (lo, hi) in enumerate(BINS):
+        fractions = [random_mask((96, 80), lo, hi, seed=k * 10 + s).mean() for s in range(5)]
+        assert all(lo <= f <= hi for f in fractions), fractions
+    assert not np.array_equal(random_mask((96, 80), 0.1, 0.2, 1), random_mask((96, 80), 0.1, 0.2, 2))
+
+
+def test_evaluate_inpainting_protocol_reports_cell_errors_per_bin(tiny_run, tmp_path, capsys):
+    from skimage import data
+
+    intact = tmp_path / "intact"
+    img = (np.asarray(data.cell())[:96:2, :96:2]).astype(np.uint8)   # real microscopy, 48 x 48
+    io.write(intact / "cell.png", img[None])
+    assert main(["evaluate", "--task", "inpainting", "--model", str(tiny_run), "--real", str(intact),
+                 "--out", str(tmp_path / "rep"), "--steps", "4", "--jump", "2", "--resample", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "masks 5%-15%" in out and "4 network calls per tile" in out
+    import json
+    m = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    assert set(m["per_bin_median"]) == {"5%-15%", "15%-30%", "30%-50%"}
+    assert len(m["per_image"]) == 3 and all(0.05 <= r["mask_fraction"] <= 0.5 for r in m["per_image"])
+    for r in m["per_image"]:
+        y = io.read(tmp_path / "rep" / "repaired" / f"cell_bin{m['per_image'].index(r)}.png")[0][0]
+        mask = io.read(tmp_path / "rep" / "masks" / f"cell_bin{m['per_image'].index(r)}.png")[0][0] > 0
+        assert np.array_equal(y[~mask], img[~mask])
+    assert main(["evaluate", "--task", "generation", "--model", str(tiny_run), "--real", str(intact),
+                 "--out", str(tmp_path / "x")]) == 2
+
+
+def test_vp_model_with_a_label_and_guidance_inpaints(slice_folder, tmp_path):
+    run = tmp_path / "vp"
+    assert main(["train", "tiny", "--data", str(slice_folder), "--out", str(run), "--no-progress",
+                 "--set", "diffusion.precond=vp", "--set", "diffusion.vp.T=100", "--set", "data.labels=folders",
+                 "--set", "train.total_nimg=16", "--set", "train.batch=8"]) == 0
+    img = next(slice_folder.rglob("*.png"))
+    out = tmp_path / "r.png"
+    assert main(["inpaint", str(run), "--image", str(img), "--box", "8:20,4:30", "--out", str(out), "--steps", "10",
+                 "--jump", "2", "--resample", "2", "--label", "high", "--guidance", "2", "--no-progress"]) == 0
+    x, y = io.read(img)[0][0], io.read(out)[0][0]
+    keep = np.ones(x.shape, bool)
+    keep[8:20, 4:30] = False
+    assert np.array_equal(x[keep], y[keep]) and not np.array_equal(x[~keep], y[~keep])
+    assert main(["inpaint", str(run), "--image", str(img), "--box", "8:20,4:30", "--out", str(out),
+                 "--label", "nope"]) == 2
