@@ -90,3 +90,24 @@ def test_rerun_with_other_settings_is_refused(trained, tmp_path, capsys):
     assert (tmp_path / "s" / "sample_000002.png").is_file()
     code, _, err = run_cli(base + ["--steps", "5"], capsys)
     assert code == 2 and "other settings (steps)" in err
+
+
+def test_sampling_with_a_covariate_records_it_in_the_manifest(slice_folder, tmp_path):
+    import csv
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(slice_folder, data)
+    files = sorted(p.relative_to(data) for p in data.rglob("*.png"))
+    (data / "m.csv").write_text("\n".join(["file,label,age"] + [f"{f},{'AD' if i % 2 else 'CN'},{60 + i}"
+                                                                for i, f in enumerate(files)]))
+    run = tmp_path / "run"
+    assert main(["train", "tiny", "--data", str(data), "--out", str(run), "--no-progress", "--set", "data.labels=manifest",
+                 "--set", "data.manifest=m.csv", "--set", "data.covariates=[age]", "--set", "train.total_nimg=8",
+                 "--set", "train.batch=8"]) == 0
+    out = tmp_path / "s"
+    assert main(["sample", str(run), "--n", "2", "--steps", "2", "--label", "AD", "--covariate", "age=65",
+                 "--out", str(out), "--no-progress"]) == 0
+    rows = list(csv.DictReader(open(out / "manifest.csv")))
+    assert [r["covariates"] for r in rows] == ["age=65.0", "age=65.0"]
+    assert main(["sample", str(run), "--n", "1", "--covariate", "weight=3", "--out", str(tmp_path / "t")]) == 2

@@ -90,12 +90,17 @@ def parse_covariates(items: list[str]) -> dict:
     return covariates
 
 
+def covariate_names(cfg) -> list[str]:
+    """The model's scalar conditions by name, in order: the slice depth (if used), then the covariates."""
+    depth = ["depth"] if cfg.data.depth_scalar and cfg.data.kind == "slices" else []
+    return depth + list(cfg.data.meta.get("covariates") or [])
+
+
 def covariate_row(cfg, covariates: dict | None) -> list[float] | None:
     """{name: value} -> the model's scalar conditions in order (None when no covariates are given)."""
     if not covariates:
         return None
-    depth = ["depth"] if cfg.data.depth_scalar and cfg.data.kind == "slices" else []
-    cov_names = depth + list(cfg.data.meta.get("covariates") or [])
+    cov_names = covariate_names(cfg)
     missing = [c for c in cov_names if c not in covariates]
     unknown = [c for c in covariates if c not in cov_names]
     if unknown or missing:
@@ -245,10 +250,16 @@ def generate(net, cfg, out_dir: str | Path, n: int, seed: int = 0, batch: int = 
         lab = labels[k]
         rows[k] = {"file": f"sample_{k:06d}{suffix}", "index": k, "seed": seed, "label": "" if lab is None else lab,
                    "label_name": names[lab] if lab is not None and lab < len(names) else "",
-                   "covariates": ";".join(f"{c}={covariates[c]}" for c in cov_names) if covariates else "",
+                   "covariates": ";".join(f"{c}={covariates[c]}" for c in covariate_names(cfg)) if covariates else "",
                    "guidance": guidance, "sampler": sampler, "steps": steps, "model_digest": digest}
+    write_sharded_manifest(out_dir, list(rows.values()))
+    return [rows[k] for k in sorted(rows)]
+
+
+def write_sharded_manifest(out_dir: Path, rows: list[dict], fields: list[str] = MANIFEST_FIELDS) -> None:
+    """manifest.csv of this process's rows; under torchrun every rank writes its part and rank 0 merges them."""
     part = out_dir / (f".manifest.rank{dist.rank()}.csv" if dist.world_size() > 1 else "manifest.csv")
-    write_manifest(part, list(rows.values()))
+    write_manifest(part, rows, fields)
     if dist.world_size() > 1:
         dist.barrier()
         if dist.is_main():
@@ -257,9 +268,8 @@ def generate(net, cfg, out_dir: str | Path, n: int, seed: int = 0, batch: int = 
                 p = out_dir / f".manifest.rank{r}.csv"
                 merged += read_manifest(p)
                 p.unlink(missing_ok=True)
-            write_manifest(out_dir / "manifest.csv", merged)
+            write_manifest(out_dir / "manifest.csv", merged, fields)
         dist.barrier()
-    return [rows[k] for k in sorted(rows)]
 
 
 def _check_settings(out_dir: Path, settings: dict) -> None:

@@ -15,7 +15,7 @@ import torch
 from neurodiff import dist
 from neurodiff.data import io
 from neurodiff.errors import NeurodiffError
-from neurodiff.tasks.generate import _check_settings, read_manifest, sample_batch, sample_seed, to_output, write_manifest
+from neurodiff.tasks.generate import _check_settings, sample_batch, sample_seed, to_output, write_sharded_manifest
 
 MANIFEST_FIELDS = ["file", "index", "seed", "slices", "guidance", "sampler", "steps", "model_digest"]
 
@@ -39,7 +39,7 @@ def depth_label(z: int, n_slices: int, bins: int) -> int:
 def sample_volumes(net, cfg, seeds: list[int], n_slices: int, guidance: float = 1.0, steps: int = 30,
                    sampler: str = "dpmpp_2m", exact: bool = True, device="cpu", bar=None) -> torch.Tensor:
     """[V, C, H, W, Z] stacks in normalised units; slice z of volume v uses seed ``sample_seed(seeds[v], z)``."""
-    d, m = cfg.data, cfg.model
+    d = cfg.data
     k = d.context_slices
     if not k:
         raise NeurodiffError("this model was not trained with neighbouring-slice context (data.context_slices=0); "
@@ -108,16 +108,5 @@ def generate_volumes(net, cfg, out_dir: str | Path, n: int, n_slices: int | None
         bar.close()
     rows = [{"file": f"volume_{k:04d}{suffix}", "index": k, "seed": seed, "slices": n_slices, "guidance": guidance,
              "sampler": sampler, "steps": steps, "model_digest": digest} for k in mine]
-    part = out_dir / (f".manifest.rank{dist.rank()}.csv" if dist.world_size() > 1 else "manifest.csv")
-    write_manifest(part, rows, MANIFEST_FIELDS)
-    if dist.world_size() > 1:
-        dist.barrier()
-        if dist.is_main():
-            merged = []
-            for r in range(dist.world_size()):
-                p = out_dir / f".manifest.rank{r}.csv"
-                merged += read_manifest(p)
-                p.unlink(missing_ok=True)
-            write_manifest(out_dir / "manifest.csv", merged, MANIFEST_FIELDS)
-        dist.barrier()
+    write_sharded_manifest(out_dir, rows, MANIFEST_FIELDS)
     return rows
