@@ -1,23 +1,29 @@
 #!/usr/bin/env bash
-# Peak memory of tiled inpainting on a large image against an untiled 1024x1024 run, with the model trained by
-# bench/inpaint_ihc.sh. Memory does not depend on the number of steps, so both runs use 2 (an untiled
-# 1024x1024 forward pass takes minutes on 2 CPU cores: attention over 65,536 positions).
-#   bash bench/inpaint_memory.sh [OUT] [SIZE]
+# Peak memory of tiled inpainting on a large section against an untiled 1024x1024 run. The section is scikit-image's
+# immunohistochemistry image (hematoxylin, 512x512) tiled to SIZE x SIZE, with tears and a missing block.
+# Memory does not depend on the number of steps or on how well the model is trained, so the runs use one network
+# call (--steps 1 --resample 1) of MODEL (default: the shipped demo weights, whose UNet is the same as
+# bench/inpaint_ihc.sh's: 32 channels, levels x1 x2 x2, attention at 1/4 resolution).
+#   bash bench/inpaint_memory.sh [OUT] [SIZE]          MODEL=bench/results/inpaint_ihc/run bash ... to use that one
 set -euo pipefail
-OUT=${1:-bench/results/inpaint_ihc}
+OUT=${1:-bench/results/inpaint_memory}
 SIZE=${2:-8192}
 PY=${PY:-python}
+MODEL=${MODEL:-src/neurodiff/assets/demo}
+mkdir -p "$OUT"
 $PY - "$OUT" "$SIZE" <<'PYEOF'
 import sys
 from pathlib import Path
 import numpy as np
+from skimage import color, data
 from neurodiff.data import io
 from neurodiff.metrics.inpainting import random_mask
 out, size = Path(sys.argv[1]), int(sys.argv[2])
-h = io.read(out / "train" / "ihc_left.png")[0][0]
+h = color.rgb2hed(data.immunohistochemistry())[..., 0]
+h = (np.clip((h - h.min()) / (np.percentile(h, 99.9) - h.min()), 0, 1) * 255).round().astype(np.uint8)
 for n in (1024, size):
     img = np.tile(h, (n // h.shape[0] + 1, n // h.shape[1] + 1))[:n, :n]
-    io.write(out / "mem" / f"section_{n}.tif", img[None])
+    io.write(out / f"section_{n}.tif", img[None])
     m = np.zeros((n, n), np.uint8)
     if n == 1024:
         m[:] = random_mask((n, n), 0.05, 0.06, seed=1) * 255
@@ -26,11 +32,14 @@ for n in (1024, size):
             y = (k + 1) * n // 5
             m[y:y + 24, n // 8:n - n // 8] = 255
         m[n // 3:n // 3 + 300, n // 2:n // 2 + 500] = 255
-    io.write(out / "mem" / f"mask_{n}.png", m[None])
+    io.write(out / f"mask_{n}.png", m[None])
+io.write(out / f"section_{size}.zarr", io.read(out / f"section_{size}.tif")[0])
+print(f"section {size}x{size}: {float((io.read(out / f'mask_{size}.png')[0] > 0).mean()):.2%} masked")
 PYEOF
-for N in 1024 "$SIZE"; do
-  TILE=$([ "$N" = 1024 ] && echo 0 || echo 128)
-  /usr/bin/time -v neurodiff inpaint "$OUT/run" --image "$OUT/mem/section_$N.tif" --mask "$OUT/mem/mask_$N.png" \
-    --out "$OUT/mem/repaired_$N.tif" --steps 2 --resample 1 --tile "$TILE" --no-progress 2>&1 \
-    | grep -E "filled|Maximum resident|Elapsed" | tee "$OUT/mem/memory_$N.txt"
-done
+run() {  # NAME IMAGE MASK OUTPUT TILE
+  /usr/bin/time -v neurodiff inpaint "$MODEL" --image "$2" --mask "$3" --out "$4" --steps 1 --resample 1 \
+    --tile "$5" --no-progress 2>&1 | grep -E "filled|Maximum resident|Elapsed" | tee "$OUT/memory_$1.txt"
+}
+run 1024_untiled "$OUT/section_1024.tif" "$OUT/mask_1024.png" "$OUT/repaired_1024.tif" 0
+run "${SIZE}_tiled_tiff" "$OUT/section_$SIZE.tif" "$OUT/mask_$SIZE.png" "$OUT/repaired_$SIZE.tif" 128
+run "${SIZE}_tiled_zarr" "$OUT/section_$SIZE.zarr" "$OUT/mask_$SIZE.png" "$OUT/repaired_$SIZE.zarr" 128

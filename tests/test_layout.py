@@ -7,7 +7,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "neurodiff"
 TIERS = [
     {"errors", "config", "dist"},
-    {"nn", "data.io", "data.png16", "data.normalize"},
+    {"nn", "data.io", "data.png16", "data.normalize", "data.zarrio"},
     {"diffusion", "codec", "tiling"},
     {"tasks"},
     {"data.datasets"},

@@ -22,9 +22,9 @@ BIGTIFF_BYTES = 3_900_000_000  # classic TIFF offsets are 32-bit
 
 SUFFIXES = {
     ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff",
-    ".nii": "nifti", ".nii.gz": "nifti", ".npy": "npy", ".npz": "npz",
+    ".nii": "nifti", ".nii.gz": "nifti", ".npy": "npy", ".npz": "npz", ".zarr": "zarr",
 }
-_EXPECTED = ".png, .jpg, .tif, .nii, .nii.gz, .npy, .npz"
+_EXPECTED = ".png, .jpg, .tif, .nii, .nii.gz, .npy, .npz, .zarr"
 _UNIT_MM = {"nm": 1e-6, "um": 1e-3, "mm": 1.0, "cm": 10.0, "m": 1000.0}
 _UNIT_ALIASES = {"micron": "um", "microns": "um", "µm": "um", "μm": "um", "\\u00b5m": "um",
                  "micrometer": "um", "millimeter": "mm", "nanometer": "nm", "meter": "m"}
@@ -97,6 +97,9 @@ def read(path) -> tuple[np.ndarray, ImageMeta]:
     """Read an image file as ``([C, *S] array, ImageMeta)``."""
     fmt = format_of(path)
     p = Path(path)
+    if fmt == "zarr":  # a folder, possibly larger than memory: data/zarrio.py
+        from neurodiff.data import zarrio
+        return zarrio.read(path)
     if not p.is_file():
         raise _err(path, "is not a regular file" if p.exists() else "no such file")
     if p.stat().st_size == 0:
@@ -306,6 +309,9 @@ def write(path, x: np.ndarray, meta: ImageMeta | None = None) -> None:
             raise _err(path, f"spacing {tuple(meta.spacing)} does not fit array {tuple(x.shape)}; "
                              f"expected {x.ndim - 1} positive numbers")
     p = Path(path)
+    if fmt == "zarr":
+        from neurodiff.data import zarrio
+        return zarrio.write(path, x, meta)
     p.parent.mkdir(parents=True, exist_ok=True)
     suf = _suffix(p)
     # hidden temp name in the same folder (same filesystem for os.replace), real suffix last

@@ -113,8 +113,12 @@ def _pad(x: torch.Tensor, m: torch.Tensor, factor: int):
 def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 250, jump: int = 10,
                   resample: int = 10, tile: int | None = None, overlap: int | None = None, label: int | None = None,
                   scalars: list[float] | None = None, guidance: float = 1.0, seed: int = 0, device="cpu",
-                  progress: bool = False) -> tuple[np.ndarray, dict]:
-    """Fill ``mask`` (True = fill, spatial shape of ``image`` [C, *S] in data units) -> (image, info)."""
+                  progress: bool = False, out=None) -> tuple[np.ndarray, dict]:
+    """Fill ``mask`` (True = fill, spatial shape of ``image`` [C, *S] in data units) -> (image, info).
+
+    ``image`` may be a lazy array (zarr) when ``out`` is a writable one holding a copy of it: tiles are then read
+    and written one at a time, and memory does not grow with the image.
+    """
     cfg = model.cfg
     spatial = tuple(image.shape[1:])
     if len(spatial) != cfg.model.dims:
@@ -126,7 +130,7 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
                              "a low-res input); inpainting needs an image-only model")
     if tuple(mask.shape) != spatial:
         raise NeurodiffError(f"mask shape {list(mask.shape)} does not match the image's {list(spatial)}")
-    if not np.isfinite(image).all():
+    if isinstance(image, np.ndarray) and not np.isfinite(image).all():
         raise NeurodiffError("the image holds NaN or Inf values; mask them and set them to a finite value first")
     norm = Normalizer(**cfg.data.meta["normalizer"])
     precond = make_precond(cfg.diffusion)
@@ -143,7 +147,8 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
         raise NeurodiffError(f"--overlap {overlap}: expected 0 <= overlap < tile ({tile})")
     whole = not tile or all(n <= tile for n in spatial)
     grid = [tuple(slice(0, n) for n in spatial)] if whole else regions(list(spatial), tile, overlap)
-    out, todo = image.copy(), mask.astype(bool).copy()
+    out, todo = image.copy() if out is None else out, mask.astype(bool).copy()
+    dtype = np.dtype(image.dtype).name
     tiles = [(k, r, _commit_area(r, spatial, overlap // 2)) for k, r in enumerate(grid)]
     tiles = [t for t in tiles if todo[t[2]].any()]
     cond = make_cond(cfg, [label], [scalars] if scalars is not None else None, device)
@@ -157,16 +162,20 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
         local = tuple(slice(a.start - r.start, a.stop - r.start) for a, r in zip(area, region))
         commit[local] = todo[area]
         if commit.any():
-            known = torch.from_numpy(norm.normalize(out[(slice(None), *region)]))[None]
+            view = np.asarray(out[(slice(None), *region)])
+            if not np.isfinite(view).all():
+                raise NeurodiffError(f"the image holds NaN or Inf values in {[(r.start, r.stop) for r in region]}; "
+                                     "mask them and set them to a finite value first")
+            known = torch.from_numpy(norm.normalize(view))[None]
             x, m, crop = _pad(known, fill, factor)
             D = build_denoiser(model.net, precond, cond, 1, guidance, True, list(x.shape[1:]))
             gen = [torch.Generator().manual_seed(sample_seed(seed, k))]
             y = repaint(lambda a, s: D(a.float().to(device), s.to(device)).cpu(), x, m, sigmas, schedule, gen,
                         init)
             y = y if crop is None else y[(slice(None), slice(None), *crop)]
-            values = norm.denormalize(y[0], image.dtype.name)
-            view = out[(slice(None), *region)]
+            values = norm.denormalize(y[0], dtype)
             view[:, commit] = values[:, commit]
+            out[(slice(None), *region)] = view
             todo[region] &= ~commit
         if bar:
             bar.update(1)

@@ -26,7 +26,12 @@ def run_inpaint(args, load_model) -> dict:
     """``args`` from the CLI parser; ``load_model(path)`` -> LoadedModel (passed in: tasks sit below train)."""
     t0 = time.perf_counter()
     model = load_model(args.model)
-    image, meta = io.read(args.image)
+    lazy = io.format_of(args.image) == "zarr" and io.format_of(args.out) == "zarr"
+    if lazy:  # zarr in and out: tile by tile, never the whole image in memory
+        from neurodiff.data import zarrio
+        image, meta = zarrio.open_lazy(args.image)
+    else:
+        image, meta = io.read(args.image)
     spatial = tuple(image.shape[1:])
     mask = parse_boxes(args.box, spatial)
     if args.mask:
@@ -36,11 +41,18 @@ def run_inpaint(args, load_model) -> dict:
     cfg = model.cfg
     label = resolve_label(cfg, args.label)
     guidance = args.guidance if args.guidance is not None else cfg.sample.guidance
+    out = None
+    if lazy:
+        out = zarrio.create(args.out, image.shape, image.dtype, meta)
+        zarrio.copy_regions(image, out)
     out, info = inpaint_array(model, image, mask, steps=args.steps, jump=args.jump, resample=args.resample,
                               tile=args.tile, overlap=args.overlap, label=label,
                               scalars=covariate_row(cfg, parse_covariates(args.covariate)), guidance=guidance,
-                              seed=args.seed, progress=not args.no_progress)
-    io.write(args.out, out, meta)
+                              seed=args.seed, progress=not args.no_progress, out=out)
+    if lazy:
+        zarrio.commit(args.out)
+    else:
+        io.write(args.out, out, meta)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     info.update(seconds=time.perf_counter() - t0, peak_rss_mib=peak)
     print(f"filled {info['fraction_filled']:.1%} of {'x'.join(map(str, spatial))} in {info['tiles']} of "
