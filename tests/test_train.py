@@ -153,3 +153,17 @@ def test_pickle_payload_in_a_checkpoint_is_refused_unexecuted(tmp_path):
         with pytest.raises(NeurodiffError, match="refused|not a readable"):
             load_checkpoint(p)
     assert not marker.exists()
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns(slice_folder, tmp_path, monkeypatch, capsys):
+    import neurodiff.train.loop as loop
+    monkeypatch.setattr(loop, "cpu_has_bf16", lambda: False)
+    used, real_autocast = [], loop._autocast
+    monkeypatch.setattr(loop, "_autocast", lambda p, d: used.append(p) or real_autocast(p, d))
+    cfg = config.load("tiny", [f"data.path={slice_folder}", "train.total_nimg=8", "train.precision=bf16"])
+    train(cfg, tmp_path / "run", progress=False)
+    assert "no native bf16" in capsys.readouterr().out and used == ["fp32"]
+    monkeypatch.setattr(loop, "cpu_has_bf16", lambda: True)
+    train(config.load("tiny", [f"data.path={slice_folder}", "train.total_nimg=8", "train.precision=bf16"]),
+          tmp_path / "run2", progress=False)
+    assert "no native bf16" not in capsys.readouterr().out and used[-1] == "bf16"

@@ -96,6 +96,21 @@ def _parser() -> argparse.ArgumentParser:
     ip.add_argument("--seed", type=int, default=0)
     ip.add_argument("--no-progress", action="store_true")
 
+    tr = sub.add_parser("translate", help="paired translation (source -> target) with per-pixel uncertainty maps")
+    tr.add_argument("model", help="run or exported model folder (train translate / translate-regression)")
+    tr.add_argument("--input", required=True, help="a source image or a folder of them")
+    tr.add_argument("--out", required=True, help="output folder: mean/, median/, std/, mad/ (+ samples/)")
+    tr.add_argument("--samples", type=int, default=16, help="diffusion samples per input (default 16)")
+    tr.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
+    tr.add_argument("--sampler", default=None, choices=["euler", "ddim", "heun", "dpmpp_2m", "ancestral"])
+    tr.add_argument("--batch", type=int, default=16, help="samples per network batch (default 16)")
+    tr.add_argument("--exact", action="store_true",
+                    help="one sample at a time: sample k bit-identical for any --batch (slower)")
+    tr.add_argument("--tile", type=int, default=None, help="tile size for large inputs (default: the training size)")
+    tr.add_argument("--save-samples", action="store_true", help="also write every sample (samples/sample_KKK/)")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--no-progress", action="store_true")
+
     e = sub.add_parser("export", help="write EMA weights as model.safetensors + config.json")
     e.add_argument("run", help="run folder")
     e.add_argument("model_dir", help="output model folder")
@@ -115,6 +130,8 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--mask", default=None, help="paired/inpainting: folder of masks (non-zero = evaluated)")
     v.add_argument("--data-range", type=float, default=None,
                    help="paired metrics: the data range L in data units (PSNR, SSIM); default: the real set's max - min")
+    v.add_argument("--uncertainty", default=None,
+                   help="paired: folder of uncertainty maps (translate's std/) scored against the error: Spearman, AUSE")
     v.add_argument("--cells", action="store_true", help="also compare nuclei statistics (microscopy; per-image errors for paired/inpainting)")
 
     v.add_argument("--model", default=None, help="inpainting: repaint random 5-50%% masks on the --real images "
@@ -252,6 +269,18 @@ def cmd_inpaint(args) -> int:
     return 0
 
 
+def cmd_translate(args) -> int:
+    from neurodiff.tasks.translate_cli import run_translate
+    from neurodiff.train.state import load_model
+
+    _positive("--samples", args.samples)
+    _positive("--batch", args.batch)
+    if args.steps is not None:
+        _positive("--steps", args.steps)
+    run_translate(args, load_model)
+    return 0
+
+
 def cmd_export(args) -> int:
     from neurodiff.train.state import export_model
 
@@ -291,7 +320,8 @@ def cmd_evaluate(args) -> int:
         print(f"wrote {Path(args.out) / 'metrics.json'} and {Path(args.out) / 'report.html'}")
         return 0
     m = evaluate(args.real, args.fake, args.out, task=args.task, features_path=args.features, repeats=args.repeats,
-                 limit=args.limit, mask_dir=args.mask, cells=args.cells, data_range=args.data_range)
+                 limit=args.limit, mask_dir=args.mask, cells=args.cells, data_range=args.data_range,
+                 uncertainty_dir=args.uncertainty)
     keys = [k for k in ("fd", "kid", "precision", "recall", "swd_patches", "ms_ssim_diversity_fake",
                         "ms_ssim_diversity_real") if k in m]
     for k in keys:
@@ -299,6 +329,10 @@ def cmd_evaluate(args) -> int:
         print(f"{k}: {v['mean']:.4g} ± {v['sd']:.2g}" if isinstance(v, dict) else f"{k}: {v:.4g}")
     if "paired" in m:
         print("paired: " + ", ".join(f"{k} {v:.4g}" for k, v in m["paired"]["mean"].items()))
+    if "uncertainty" in m:
+        u = m["uncertainty"]
+        print(f"uncertainty: Spearman(std, |error|) {u['spearman_pooled']:.3f} pooled, "
+              f"{u['spearman_per_image_mean']:.3f} per image; AUSE {u['ause_pooled']:.3f}")
     for k, v in (m.get("conditioning") or {}).items():
         print(f"conditioning {k}: " + ", ".join(f"{a} {b:.3g}" for a, b in v.items() if isinstance(b, float)))
     print(f"wrote {Path(args.out) / 'metrics.json'} and {Path(args.out) / 'report.html'}")
@@ -329,7 +363,7 @@ def cmd_demo(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = {"train": cmd_train, "sample": cmd_sample, "volume": cmd_volume, "cascade": cmd_cascade,
-               "inpaint": cmd_inpaint, "export": cmd_export, "demo": cmd_demo,
+               "inpaint": cmd_inpaint, "translate": cmd_translate, "export": cmd_export, "demo": cmd_demo,
                "evaluate": cmd_evaluate, "train-features": cmd_train_features}[args.command]
     try:
         return handler(args)

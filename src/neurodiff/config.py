@@ -38,6 +38,9 @@ class DataConfig:
     context_drop_prob: float = 0.1  # slices: chance the context is withheld in training, so a stack can start
     sr_factor: int = 0              # super-resolution stage: input = sample downsampled (area) by this, upsampled back
     sr_noise_aug: float = 0.2       # super-resolution: training noise-augmentation level, uniform in [0, this]
+    source: str = ""                # paired data: folder of source images (relative to data.path), matched by name
+    target: str = ""                # paired data: folder of target images (relative to data.path); "" = data.path
+    source_channels: list[int | str] = field(default_factory=list)  # paired, one file: source channels (index/name)
     min_foreground: float = 0.0     # slices: skip slices with a smaller fraction of voxels above the minimum
     crop_foreground: bool = False   # crop every file to the bounding box of voxels above its minimum
     labels: str = "none"            # none | folders | manifest
@@ -124,6 +127,7 @@ class TrainConfig:
     eval_features: str = ""         # feature file from `neurodiff train-features` (or TorchScript) for eval
     eval_samples: int = 256         # generated and real samples per evaluation (at most 1000)
     eval_steps: int = 10            # sampler steps (dpmpp_2m) per evaluation sample
+    objective: str = "diffusion"    # diffusion | regression (the deterministic paired baseline: same net, L1/L2)
 
 
 @dataclass
@@ -161,6 +165,7 @@ CHOICES = {
     "diffusion.weighting": ("auto", "edm", "min_snr", "uniform"),
     "train.precision": ("auto", "fp32", "bf16"),
     "train.nan_policy": ("stop", "skip"),
+    "train.objective": ("diffusion", "regression"),
     "sample.sampler": ("euler", "ddim", "heun", "dpmpp_2m", "ancestral"),
 }
 POSITIVE = ("model.channels", "model.num_heads", "model.groups", "train.batch", "train.total_nimg",
@@ -263,6 +268,16 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise NeurodiffError("config field 'diffusion.sigma_min': must be below diffusion.sigma_max")
     if cfg.data.sr_factor and cfg.data.context_slices:
         raise NeurodiffError("config field 'data.sr_factor': cannot be combined with data.context_slices")
+    paired = bool(cfg.data.source or cfg.data.source_channels)
+    if cfg.data.source and cfg.data.source_channels:
+        raise NeurodiffError("config field 'data.source_channels': give either data.source (a folder) or channel "
+                             "roles in one file, not both")
+    if paired and (cfg.data.sr_factor or cfg.data.context_slices):
+        raise NeurodiffError("config field 'data.source': paired data cannot be combined with data.sr_factor or "
+                             "data.context_slices")
+    if cfg.train.objective == "regression" and not paired:
+        raise NeurodiffError("config field 'train.objective': 'regression' needs paired data (data.source or "
+                             "data.source_channels)")
     if cfg.data.context_slices and cfg.data.kind != "slices":
         raise NeurodiffError("config field 'data.context_slices': needs data.kind 'slices'")
     if cfg.data.kind == "slices" and cfg.model.dims != 2:

@@ -7,7 +7,7 @@ is reproducible and resumable without saving RNG state.
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,49 @@ def list_files(root: Path) -> list[Path]:
     if not files:
         raise NeurodiffError(f"{root}: no image files found (expected .png, .jpg, .tif, .nii, .nii.gz, .npy, .npz)")
     return files
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    return name[:-7] if name.lower().endswith(".nii.gz") else path.stem
+
+
+def _match_sources(cfg, entries: list[Entry]) -> list[Path]:
+    """The source file of every target, matched by name without suffix (a.png <-> a.tif; a.nii.gz <-> a.nii)."""
+    root = Path(cfg.source) if Path(cfg.source).is_absolute() else Path(cfg.path) / cfg.source
+    files = list_files(root)
+    by_name: dict[str, Path] = {}
+    for f in files:
+        key = _stem(f)
+        if key in by_name:
+            raise NeurodiffError(f"{root}: two source files named {key!r} ({by_name[key].name}, {f.name})")
+        by_name[key] = f
+    missing = [e.file for e in entries if _stem(e.file) not in by_name]
+    if missing:
+        raise NeurodiffError(f"{missing[0]}: no source file of that name in {root} (data.source; "
+                             f"{len(missing)} of {len(entries)} targets unmatched)")
+    return [by_name[_stem(e.file)] for e in entries]
+
+
+def _channel_roles(cfg, file: Path, channels: int, names: list | None) -> tuple[list[int], list[int]]:
+    """data.source_channels (indices or channel names) -> (source indices, target indices) of one file."""
+    if not cfg.source_channels:
+        return [], []
+    idx = []
+    for c in cfg.source_channels:
+        if isinstance(c, str):
+            if not names or c not in names:
+                raise NeurodiffError(f"{file}: no channel named {c!r} (data.source_channels; channels: "
+                                     f"{names or 'unnamed'})")
+            c = list(names).index(c)
+        if not 0 <= c < channels:
+            raise NeurodiffError(f"{file}: data.source_channels {cfg.source_channels}: channel {c} outside "
+                                 f"0..{channels - 1}")
+        idx.append(c)
+    rest = [c for c in range(channels) if c not in idx]
+    if not rest:
+        raise NeurodiffError(f"{file}: data.source_channels {cfg.source_channels} leaves no target channel")
+    return idx, rest
 
 
 def natural(name: str):
@@ -125,7 +168,8 @@ class ImageDataset(torch.utils.data.Dataset):
 
     def __init__(self, cfg, normalizer: Normalizer | None = None, cache_bytes: int = 4 << 30):
         self.cfg = cfg
-        self.entries, self.class_names = discover(cfg)
+        root = Path(cfg.path)
+        self.entries, self.class_names = discover(replace(cfg, path=str(root / cfg.target)) if cfg.target else cfg)
         if not self.entries:
             raise NeurodiffError(f"{cfg.path}: no training files")
         if cfg.depth_bins and cfg.labels != "none":
@@ -134,11 +178,13 @@ class ImageDataset(torch.utils.data.Dataset):
         self._cache_bytes, self.cache_limit = 0, cache_bytes
         first, meta = self._read(self.entries[0].file)
         self.channels = first.shape[0]
+        self.sources = _match_sources(cfg, self.entries) if cfg.source else None
+        self.src_idx, self.tgt_idx = _channel_roles(cfg, self.entries[0].file, first.shape[0], meta.channel_names)
         want_ndim = 2 if cfg.kind == "images" else 3
         self.items: list[tuple[int, int]] = []   # (entry, slice index or -1)
         self.boxes: dict[int, tuple] = {}
         for i, e in enumerate(self.entries):
-            a = first if i == 0 else self._read(e.file)[0]
+            a, a_meta = (first, meta) if i == 0 else self._read(e.file)
             if a.ndim - 1 != want_ndim:
                 raise NeurodiffError(f"{e.file}: data.kind='{cfg.kind}' expects {want_ndim}D files, "
                                      f"got shape {list(a.shape)}")
@@ -146,6 +192,8 @@ class ImageDataset(torch.utils.data.Dataset):
                 raise NeurodiffError(f"{e.file}: expected {cfg.channels or self.channels} channels, got {a.shape[0]}")
             if not np.isfinite(a).all():
                 raise NeurodiffError(f"{e.file}: contains NaN or infinite values")
+            if self.sources:
+                self._check_pair(e.file, a, a_meta, self.sources[i])
             box = self._foreground_box(a) if cfg.crop_foreground else tuple(slice(None) for _ in a.shape[1:])
             shape = [b.stop - (b.start or 0) if b.stop is not None else n for b, n in zip(box, a.shape[1:])]
             if cfg.kind == "slices":
@@ -170,9 +218,39 @@ class ImageDataset(torch.utils.data.Dataset):
                 self.items.append((i, -1))
         if not self.items:
             raise NeurodiffError(f"{cfg.path}: no slices pass data.min_foreground={cfg.min_foreground}")
+        self.num_source_channels = len(self.src_idx) if self.src_idx else (
+            self._read(self.sources[0])[0].shape[0] if self.sources else 0)
+        self.channels = len(self.tgt_idx) if self.tgt_idx else self.channels
         self.normalizer = normalizer or fit_normalizer(
-            cfg.normalizer, (self._read(e.file)[0] for e in self.entries), meta.dtype)
+            cfg.normalizer, (self._pair(i)[0] for i in range(len(self.entries))), meta.dtype)
+        self.source_normalizer = None
+        if self.num_source_channels:   # the source has units of its own (e.g. T1 intensities vs a probability map)
+            src_dtype = meta.dtype if self.src_idx else self._read(self.sources[0])[0].dtype.name
+            self.source_normalizer = fit_normalizer(
+                cfg.normalizer, (self._pair(i)[1] for i in range(len(self.entries))), src_dtype)
         self.meta = self._output_meta(meta, first)
+        if self.source_normalizer is not None:
+            self.meta.update(source_normalizer=self.source_normalizer.to_dict(),
+                             source_channels=self.num_source_channels, shape=[self.channels, *self.meta["shape"][1:]])
+
+    def _pair(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """(target, source or None) arrays of entry i, whole files in data units."""
+        a = self._read(self.entries[i].file)[0]
+        if self.src_idx:
+            return a[self.tgt_idx], a[self.src_idx]
+        return a, (self._read(self.sources[i])[0] if self.sources else None)
+
+    def _check_pair(self, file: Path, a: np.ndarray, tmeta, src_file: Path) -> None:
+        s, smeta = self._read(src_file)
+        if s.shape[1:] != a.shape[1:]:
+            raise NeurodiffError(f"{src_file}: source of shape {list(s.shape[1:])} does not match its target {file} "
+                                 f"of shape {list(a.shape[1:])}")
+        if not np.isfinite(s).all():
+            raise NeurodiffError(f"{src_file}: contains NaN or infinite values")
+        if smeta is not None and tmeta is not None and smeta.spacing and tmeta.spacing and not np.allclose(
+                smeta.spacing, tmeta.spacing, rtol=1e-3):
+            raise NeurodiffError(f"{src_file}: voxel spacing {list(smeta.spacing)} differs from its target {file} "
+                                 f"({list(tmeta.spacing)}); resample one onto the other first")
 
     # -- file access -------------------------------------------------------------------------------------------
     def _read(self, file: Path):
@@ -234,7 +312,9 @@ class ImageDataset(torch.utils.data.Dataset):
         cfg = self.cfg
         entry_i, k = self.items[index]
         entry = self.entries[entry_i]
-        a = self._read(entry.file)[0][(slice(None), *self.boxes[entry_i])]
+        a, src = self._pair(entry_i)
+        box = (slice(None), *self.boxes[entry_i])
+        a, src = a[box], (None if src is None else src[box])
         out: dict = {}
         context = []
         if k >= 0:
@@ -243,6 +323,7 @@ class ImageDataset(torch.utils.data.Dataset):
             context = [np.take(a, k - j, axis=1 + cfg.axis) if k - j >= 0 else None
                        for j in range(1, cfg.context_slices + 1)]
             a = np.take(a, k, axis=1 + cfg.axis)
+            src = None if src is None else np.take(src, k, axis=1 + cfg.axis)
             pos = k / max(n - 1, 1)
             if cfg.depth_bins:
                 out["label"] = torch.tensor(min(int(k * cfg.depth_bins / n), cfg.depth_bins - 1))
@@ -250,6 +331,8 @@ class ImageDataset(torch.utils.data.Dataset):
                 out["scalars"] = torch.tensor([pos], dtype=torch.float32)
         x = torch.from_numpy(np.ascontiguousarray(self.normalizer.normalize(a)))
         c = x.shape[0]
+        if src is not None:   # transformed with the target, split off below
+            x = torch.cat([x, torch.from_numpy(np.ascontiguousarray(self.source_normalizer.normalize(src)))])
         if context:
             x = torch.cat([x] + [torch.full_like(x, -1.0) if s is None else
                                  torch.from_numpy(np.ascontiguousarray(self.normalizer.normalize(s))) for s in context])
@@ -274,6 +357,9 @@ class ImageDataset(torch.utils.data.Dataset):
             if cfg.sr_noise_aug:
                 lvl = torch.tensor([level], dtype=torch.float32)   # first, before depth and covariates
                 out["scalars"] = torch.cat([lvl, out["scalars"]]) if "scalars" in out else lvl
+        if src is not None:
+            out["cond_image"] = x[c:]
+            x = x[:c]
         if context:
             present = [s is not None for s in context]
             if torch.rand(1, generator=g) < cfg.context_drop_prob:   # learn to start a stack from nothing

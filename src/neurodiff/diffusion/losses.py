@@ -56,3 +56,16 @@ def denoising_loss(net, precond, x0: torch.Tensor, sigma: torch.Tensor, noise: t
         raise ValueError(f"unknown loss {loss!r}")
     w = loss_weight(precond, sigma.double(), c_out_n, weighting, gamma).float()
     return (append_dims(w, per.ndim) * per).mean()
+
+
+def regression_loss(net, x0: torch.Tensor, cond, loss: str = "l1", huber_delta: float = 1.0) -> torch.Tensor:
+    """The deterministic paired baseline with the diffusion net: ``net(0, 0, cond) -> x0``, L1 / L2 / Huber."""
+    n = x0.shape[0]
+    pred = net(torch.zeros_like(x0), torch.zeros(n, device=x0.device), cond).float()
+    if loss == "mse":
+        return F.mse_loss(pred, x0)
+    if loss == "l1":
+        return F.l1_loss(pred, x0)
+    if loss == "huber":
+        return F.huber_loss(pred, x0, delta=huber_delta)
+    raise ValueError(f"unknown loss {loss!r}")

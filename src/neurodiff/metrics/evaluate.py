@@ -134,7 +134,7 @@ def ridge_fit_predict(f_train, y_train, f_test, classes: bool, lam: float = 1e-2
 
 def evaluate(real_dir, fake_dir, out_dir, task: str = "generation", features_path: str | None = None,
              repeats: int = 3, limit: int | None = None, mask_dir: str | None = None, cells: bool = False,
-             data_range: float | None = None) -> dict:
+             data_range: float | None = None, uncertainty_dir: str | None = None) -> dict:
     """Compute the task's metrics, write ``out_dir/metrics.json`` and ``out_dir/report.html``; return the metrics."""
     from neurodiff.metrics import distances, image
 
@@ -206,6 +206,11 @@ def evaluate(real_dir, fake_dir, out_dir, task: str = "generation", features_pat
     if task in ("paired", "inpainting"):
         # metrics run in normalised units, where the data range L in data units spans 2 L / (hi - lo)
         m["paired"] = _paired(real, fake, xr, xf, mask_dir, 2.0 * data_range / (normalizer.hi - normalizer.lo))
+    if uncertainty_dir:
+        if task != "paired":
+            raise NeurodiffError("--uncertainty: only with --task paired (maps of a translation's spread)")
+        from neurodiff.metrics.uncertainty import calibration
+        m["uncertainty"] = calibration(real, fake, uncertainty_dir, mask_dir)
     if cells:
         from neurodiff.metrics.cells import cell_stats, compare_cells, segment_nuclei
         stats = lambda arrs: [cell_stats(segment_nuclei(a, dims=a.ndim - 1)) for a in arrs]  # noqa: E731

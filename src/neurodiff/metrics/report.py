@@ -26,6 +26,12 @@ def _grid_img(x: torch.Tensor, n: int = 16) -> str:
     return f'<img alt="grid" src="data:image/png;base64,{_png_b64(grid(tiles, ncol=min(8, len(tiles))))}">'
 
 
+def polyline(xs, ys, colour: str) -> str:
+    """An SVG polyline through pixel coordinates."""
+    pts = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys))
+    return f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{pts}"/>'
+
+
 def _histogram_svg(xr: torch.Tensor, xf: torch.Tensor, bins: int = 64, w: int = 480, h: int = 200) -> str:
     edges = np.linspace(-1, 1, bins + 1)
     hr, _ = np.histogram(xr.numpy().ravel(), edges, density=True)
@@ -34,11 +40,7 @@ def _histogram_svg(xr: torch.Tensor, xf: torch.Tensor, bins: int = 64, w: int = 
     # log scale: background voxels dominate the histogram of brain and microscopy images
     scale = lambda v: h - 20 - (h - 30) * np.log1p(v) / np.log1p(top)  # noqa: E731
     xs = np.linspace(30, w - 10, bins)
-
-    def line(vals, colour):
-        pts = " ".join(f"{x:.1f},{scale(v):.1f}" for x, v in zip(xs, vals))
-        return f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{pts}"/>'
-
+    line = lambda vals, colour: polyline(xs, [scale(v) for v in vals], colour)  # noqa: E731
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img">'
             f'<rect width="{w}" height="{h}" fill="white"/>{line(hr, "#1f77b4")}{line(hf, "#d62728")}'
             f'<text x="30" y="{h - 4}" font-size="11">-1 (low)</text>'
@@ -66,7 +68,7 @@ def _table(rows: list[dict]) -> str:
 
 def render(m: dict, xr: torch.Tensor, xf: torch.Tensor) -> str:
     """The report page for a metrics dict and the normalised real / generated tensors."""
-    skip = {"per_condition", "conditioning", "paired", "cells", "normalizer"}
+    skip = {"per_condition", "conditioning", "paired", "cells", "normalizer", "uncertainty"}
     summary = [{"metric": k, "value": v} for k, v in m.items() if k not in skip]
     parts = [f"<h1>neurodiff evaluation — {html.escape(m['task'])}</h1>",
              "<h2>Summary</h2>", _table(summary),
@@ -85,6 +87,15 @@ def render(m: dict, xr: torch.Tensor, xf: torch.Tensor) -> str:
     if m.get("paired"):
         parts += ["<h2>Paired quality</h2>", _table([m["paired"]["mean"]]),
                   "<details><summary>per file</summary>", _table(m["paired"]["per_file"][:500]), "</details>"]
+    if m.get("uncertainty"):
+        from neurodiff.metrics.uncertainty import sparsification_svg
+        u = m["uncertainty"]
+        flat = {k: v for k, v in u.items() if not isinstance(v, (dict, list))}
+        parts += ["<h2>Uncertainty calibration</h2>", _table([flat]),
+                  "<p>Spearman: rank correlation of the uncertainty map with the absolute error (higher is better). "
+                  "Sparsification: error of the pixels kept after removing the most uncertain ones; AUSE is the "
+                  "area between that curve and the oracle's (lower is better).</p>", sparsification_svg(u),
+                  "<details><summary>per file</summary>", _table(u["per_file"][:500]), "</details>"]
     if m.get("cells"):
         flat = {k: v for k, v in m["cells"].items() if not isinstance(v, (dict, list))}
         parts += ["<h2>Cell statistics</h2>", _table([flat])]

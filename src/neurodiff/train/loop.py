@@ -18,10 +18,11 @@ from neurodiff import dist
 from neurodiff.data.datasets import ImageDataset, context_channels, num_classes, num_scalars
 from neurodiff.data.normalize import Normalizer
 from neurodiff.diffusion.denoiser import make_precond
-from neurodiff.diffusion.losses import denoising_loss, sample_sigma
+from neurodiff.diffusion.losses import denoising_loss, regression_loss, sample_sigma
 from neurodiff.errors import NeurodiffError
 from neurodiff.nn.unet import Cond, build_unet
 from neurodiff.tasks.generate import grid, sample_batch, to_uint8_display
+from neurodiff.tasks.translate import predict
 from neurodiff.train.state import EMA, latest_checkpoint, save_checkpoint
 
 
@@ -43,12 +44,12 @@ def resolve(cfg: config_mod.RunConfig, ds: ImageDataset) -> config_mod.RunConfig
     if m.in_channels != ds.channels:
         raise NeurodiffError(f"config field 'model.in_channels': data have {ds.channels} channels, got {m.in_channels}")
     m.out_channels = m.out_channels or m.in_channels
-    ctx = context_channels(d, ds.channels)
+    ctx = ds.num_source_channels or context_channels(d, ds.channels)
     if m.cond_image_channels == 0:
         m.cond_image_channels = ctx
     elif m.cond_image_channels != ctx:
         raise NeurodiffError(f"config field 'model.cond_image_channels': the data give {ctx} conditioning channels "
-                             f"(data.context_slices), got {m.cond_image_channels}")
+                             f"(data.context_slices or the paired source), got {m.cond_image_channels}")
     classes = num_classes(d, ds)
     if m.num_classes == 0:
         m.num_classes = classes
@@ -103,6 +104,14 @@ def widen_input(init: dict, target: dict) -> dict:
     return out
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 / AMX); elsewhere bf16 autocast is emulated and slow."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def _autocast(precision: str, device: torch.device):
     use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
@@ -115,12 +124,15 @@ def _preview(net, cfg, path: Path, device, ds) -> None:
     n = 16 if m.dims == 2 else 4
     labels = [k % m.num_classes for k in range(n)] if m.num_classes else None
     image = scalars = None
-    if cfg.data.sr_factor:   # a super-resolution stage: upsample the first training items' low-res inputs
+    if cfg.data.sr_factor or ds.num_source_channels:   # conditioned on an image: the first training items' inputs
         items = [ds[(k % len(ds), 0)] for k in range(n)]
         image = torch.stack([it["cond_image"] for it in items]).to(device)
         scalars = [it["scalars"].tolist() for it in items] if "scalars" in items[0] else None
-    x = sample_batch(net, cfg, list(range(n)), labels, scalars, guidance=1.0, steps=20, sampler="dpmpp_2m",
-                     exact=False, device=device, image=image)
+    if cfg.train.objective == "regression":
+        x = predict(net, image, cfg.model.in_channels).clamp(-1, 1)
+    else:
+        x = sample_batch(net, cfg, list(range(n)), labels, scalars, guidance=1.0, steps=20, sampler="dpmpp_2m",
+                         exact=False, device=device, image=image)
     io.write(path, grid(to_uint8_display(x), ncol=min(n, 8))[None])
 
 
@@ -135,6 +147,12 @@ def train(cfg: config_mod.RunConfig, run_dir: str | Path, resume: bool = False, 
     device = dist.init()
     run_dir = Path(run_dir)
     tc = cfg.train
+    precision = tc.precision
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
+        # bf16 only buys speed; emulated it costs it (measured 60x slower convolutions on an AVX2 EPYC)
+        dist.print0(f"warning: train.precision=bf16 but this CPU ({torch.backends.cpu.get_cpu_capability()}) has no "
+                    "native bf16 (emulated it is 10-60x slower than fp32); training in fp32")
+        precision = "fp32"
     state = latest_checkpoint(run_dir) if resume else None
     if resume and state is None:
         raise NeurodiffError(f"{run_dir}: --resume given but no checkpoint found")
@@ -222,9 +240,12 @@ def train(cfg: config_mod.RunConfig, run_dir: str | Path, resume: bool = False, 
         cond = Cond(*(None if t is None else t.to(device) for t in (cond.label, cond.scalars, cond.image, cond.drop)))
         sigma = torch.cat([sample_sigma(precond, 1, g, d.P_mean, d.P_std) for g in gens]).to(device)
         noise = torch.stack([torch.randn(x0.shape[1:], generator=g) for g in gens]).to(device)
-        with _autocast(tc.precision, device):
-            loss = denoising_loss(ddp, precond, x0, sigma, noise, cond, d.loss, weighting, d.min_snr_gamma,
-                                  d.huber_delta)
+        with _autocast(precision, device):
+            if tc.objective == "regression":
+                loss = regression_loss(ddp, x0, cond, d.loss, d.huber_delta)
+            else:
+                loss = denoising_loss(ddp, precond, x0, sigma, noise, cond, d.loss, weighting, d.min_snr_gamma,
+                                      d.huber_delta)
         loss_value = dist.all_reduce_mean(loss.detach()).item()
         if not math.isfinite(loss_value):
             if tc.nan_policy == "stop":
