@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 
 import torch
+import torch.nn.functional as F
 
 
 def starts(size: int, tile: int, overlap: int) -> list[int]:
@@ -40,6 +41,18 @@ def window(shape: list[int], overlap: int, device=None) -> torch.Tensor:
         view[axis] = n
         w = w * ramp.view(view)
     return w
+
+
+def pad_to_multiple(x: torch.Tensor, factor: int, value: float | None = None):
+    """Pad [N, C, *S] at the far ends to multiples of ``factor`` (reflect, or ``value``) -> (x, crop back or None)."""
+    pads = [(-n) % factor for n in x.shape[2:]]
+    if not any(pads):
+        return x, None
+    spec = [v for p in reversed(pads) for v in (0, p)]
+    if value is not None:
+        return F.pad(x, spec, value=value), tuple(slice(0, n) for n in x.shape[2:])
+    mode = "reflect" if all(p < n for p, n in zip(pads, x.shape[2:])) else "replicate"
+    return F.pad(x, spec, mode=mode), tuple(slice(0, n) for n in x.shape[2:])
 
 
 def tiled(denoise_tile, tile: int, overlap: int):

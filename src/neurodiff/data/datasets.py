@@ -39,26 +39,21 @@ def list_files(root: Path) -> list[Path]:
     return files
 
 
-def _stem(path: Path) -> str:
-    name = path.name
-    return name[:-7] if name.lower().endswith(".nii.gz") else path.stem
-
-
 def _match_sources(cfg, entries: list[Entry]) -> list[Path]:
     """The source file of every target, matched by name without suffix (a.png <-> a.tif; a.nii.gz <-> a.nii)."""
     root = Path(cfg.source) if Path(cfg.source).is_absolute() else Path(cfg.path) / cfg.source
     files = list_files(root)
     by_name: dict[str, Path] = {}
     for f in files:
-        key = _stem(f)
+        key = io.stem(f.name)
         if key in by_name:
             raise NeurodiffError(f"{root}: two source files named {key!r} ({by_name[key].name}, {f.name})")
         by_name[key] = f
-    missing = [e.file for e in entries if _stem(e.file) not in by_name]
+    missing = [e.file for e in entries if io.stem(e.file.name) not in by_name]
     if missing:
         raise NeurodiffError(f"{missing[0]}: no source file of that name in {root} (data.source; "
                              f"{len(missing)} of {len(entries)} targets unmatched)")
-    return [by_name[_stem(e.file)] for e in entries]
+    return [by_name[io.stem(e.file.name)] for e in entries]
 
 
 def _channel_roles(cfg, file: Path, channels: int, names: list | None) -> tuple[list[int], list[int]]:
@@ -218,16 +213,15 @@ class ImageDataset(torch.utils.data.Dataset):
                 self.items.append((i, -1))
         if not self.items:
             raise NeurodiffError(f"{cfg.path}: no slices pass data.min_foreground={cfg.min_foreground}")
-        self.num_source_channels = len(self.src_idx) if self.src_idx else (
-            self._read(self.sources[0])[0].shape[0] if self.sources else 0)
+        src0 = self._pair(0)[1]
+        self.num_source_channels = 0 if src0 is None else src0.shape[0]
         self.channels = len(self.tgt_idx) if self.tgt_idx else self.channels
         self.normalizer = normalizer or fit_normalizer(
             cfg.normalizer, (self._pair(i)[0] for i in range(len(self.entries))), meta.dtype)
         self.source_normalizer = None
         if self.num_source_channels:   # the source has units of its own (e.g. T1 intensities vs a probability map)
-            src_dtype = meta.dtype if self.src_idx else self._read(self.sources[0])[0].dtype.name
             self.source_normalizer = fit_normalizer(
-                cfg.normalizer, (self._pair(i)[1] for i in range(len(self.entries))), src_dtype)
+                cfg.normalizer, (self._pair(i)[1] for i in range(len(self.entries))), src0.dtype.name)
         self.meta = self._output_meta(meta, first)
         if self.source_normalizer is not None:
             self.meta.update(source_normalizer=self.source_normalizer.to_dict(),

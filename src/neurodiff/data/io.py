@@ -59,6 +59,12 @@ def _suffix(path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
 
 
+def stem(path) -> str:
+    """``path`` as a string without its suffix (``.nii.gz`` counted as one): names that pair files across formats."""
+    p, suf = str(path), _suffix(path)
+    return p[:-len(suf)] if suf else p
+
+
 def format_of(path) -> str:
     """Format name from the file suffix; NeurodiffError for an unknown one."""
     suf = _suffix(path)

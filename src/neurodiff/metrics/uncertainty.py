@@ -12,13 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from neurodiff.data import io
 from neurodiff.errors import NeurodiffError
 
 FRACTIONS = np.linspace(0.0, 0.95, 20)
-
-
-def _stem(name: str) -> str:
-    return name[:-7] if name.lower().endswith(".nii.gz") else str(Path(name).with_suffix(""))
 
 
 def spearman(u: np.ndarray, e: np.ndarray, n: int = 200_000, seed: int = 0) -> float:
@@ -72,12 +69,12 @@ def calibration(real, fake, unc_dir: str | Path, mask_dir: str | Path | None = N
     masks = None
     if mask_dir:
         ms = ImageSet(mask_dir)
-        masks = {_stem(n): a != 0 for n, a in zip(ms.names, ms.arrays)}
-    by_stem = {_stem(n): a for n, a in zip(unc.names, unc.arrays)}
+        masks = {io.stem(n): a != 0 for n, a in zip(ms.names, ms.arrays)}
+    by_stem = {io.stem(n): a for n, a in zip(unc.names, unc.arrays)}
     index = {n: i for i, n in enumerate(real.names)}
     rows, us, es = [], [], []
     for name, f in zip(fake.names, fake.arrays):
-        u = by_stem.get(_stem(name))
+        u = by_stem.get(io.stem(name))
         if u is None:
             raise NeurodiffError(f"{unc_dir}: no uncertainty map for {name} (matched by name without suffix)")
         r = real.arrays[index[name]]
@@ -86,7 +83,7 @@ def calibration(real, fake, unc_dir: str | Path, mask_dir: str | Path | None = N
                                  f"{list(f.shape)}")
         e = np.abs(f.astype(np.float64) - r.astype(np.float64))
         if masks is not None:
-            keep = masks.get(_stem(name))
+            keep = masks.get(io.stem(name))
             if keep is None or keep.shape[1:] != u.shape[1:]:
                 raise NeurodiffError(f"{mask_dir}: needs a mask of the image's size named like {name}")
             keep = np.broadcast_to(keep.any(0), u.shape[1:])

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from neurodiff.data.normalize import Normalizer
 from neurodiff.diffusion.denoiser import make_precond
@@ -24,7 +23,7 @@ from neurodiff.diffusion.samplers import _D, ancestral_step, randn_like
 from neurodiff.diffusion.schedules import sampling_sigmas
 from neurodiff.errors import NeurodiffError
 from neurodiff.tasks.generate import build_denoiser, make_cond, sample_seed
-from neurodiff.tiling import regions
+from neurodiff.tiling import pad_to_multiple, regions
 
 
 def jump_schedule(steps: int, jump: int = 10, resample: int = 10) -> list[int]:
@@ -101,12 +100,8 @@ def _commit_area(region: tuple[slice, ...], spatial, margin: int) -> tuple[slice
 
 def _pad(x: torch.Tensor, m: torch.Tensor, factor: int):
     """Pad [1, C, *S] to multiples of ``factor`` (reflect; padded pixels count as known)."""
-    pads = [(-n) % factor for n in x.shape[2:]]
-    if not any(pads):
-        return x, m, None
-    spec = [v for p in reversed(pads) for v in (0, p)]
-    mode = "reflect" if all(p < n for p, n in zip(pads, x.shape[2:])) else "replicate"
-    return F.pad(x, spec, mode=mode), F.pad(m, spec, value=False), tuple(slice(0, n) for n in x.shape[2:])
+    x, crop = pad_to_multiple(x, factor)
+    return x, (m if crop is None else pad_to_multiple(m, factor, value=False)[0]), crop
 
 
 @torch.no_grad()
@@ -130,7 +125,8 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
                              "a low-res input); inpainting needs an image-only model")
     if tuple(mask.shape) != spatial:
         raise NeurodiffError(f"mask shape {list(mask.shape)} does not match the image's {list(spatial)}")
-    if isinstance(image, np.ndarray) and not np.isfinite(image).all():
+    lazy = not isinstance(image, np.ndarray)
+    if not lazy and not np.isfinite(image).all():
         raise NeurodiffError("the image holds NaN or Inf values; mask them and set them to a finite value first")
     norm = Normalizer(**cfg.data.meta["normalizer"])
     precond = make_precond(cfg.diffusion)
@@ -163,7 +159,7 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
         commit[local] = todo[area]
         if commit.any():
             view = np.asarray(out[(slice(None), *region)])
-            if not np.isfinite(view).all():
+            if lazy and not np.isfinite(view).all():   # numpy images were checked whole above
                 raise NeurodiffError(f"the image holds NaN or Inf values in {[(r.start, r.stop) for r in region]}; "
                                      "mask them and set them to a finite value first")
             known = torch.from_numpy(norm.normalize(view))[None]

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from neurodiff.data.normalize import Normalizer
 from neurodiff.errors import NeurodiffError
 from neurodiff.nn.unet import Cond
 from neurodiff.tasks.generate import sample_batch, sample_seed
+from neurodiff.tiling import pad_to_multiple
 
 
 def predict(net, image: torch.Tensor, channels: int, tile: int | None = None, overlap: int = 16) -> torch.Tensor:
@@ -30,16 +30,6 @@ def predict(net, image: torch.Tensor, channels: int, tile: int | None = None, ov
         D = tiled(lambda x, s, region: run(image[(slice(None), slice(None), *region)]), tile, overlap)
         return D(torch.zeros(image.shape[0], channels, *image.shape[2:], device=image.device), None)
     return run(image)
-
-
-def _pad(x: torch.Tensor, factor: int):
-    """Reflect-pad [N, C, *S] to multiples of ``factor``; also the crop back to the input's size."""
-    pads = [(-n) % factor for n in x.shape[2:]]
-    if not any(pads):
-        return x, None
-    spec = [v for p in reversed(pads) for v in (0, p)]
-    mode = "reflect" if all(p < n for p, n in zip(pads, x.shape[2:])) else "replicate"
-    return F.pad(x, spec, mode=mode), tuple(slice(0, n) for n in x.shape[2:])
 
 
 @torch.no_grad()
@@ -69,7 +59,7 @@ def translate_array(model, source: np.ndarray, samples: int = 16, seed: int = 0,
     src_norm, tgt_norm = Normalizer(**meta["source_normalizer"]), Normalizer(**meta["normalizer"])
     s = torch.from_numpy(src_norm.normalize(source))[None].to(device)
     factor = 2 ** (len(cfg.model.channel_mult) - 1)
-    s, crop = _pad(s, factor)
+    s, crop = pad_to_multiple(s, factor)
     train_size = max((cfg.data.crop or meta.get("shape", [0, 0])[1:]) or [0])
     tile = tile if tile is not None else (cfg.sample.tile or train_size)
     if tile and tile % factor:

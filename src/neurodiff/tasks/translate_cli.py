@@ -29,8 +29,8 @@ def _inputs(path: str) -> list[Path]:
 
 def _target(folder: Path, src: Path, meta: io.ImageMeta, as_float: bool) -> tuple[Path, io.ImageMeta]:
     """Output path and metadata: the input's format; spread maps go to TIFF where the format holds no floats."""
-    name = src.name[:-7] if src.name.lower().endswith(".nii.gz") else src.stem
-    suffix = ".nii.gz" if src.name.lower().endswith(".nii.gz") else src.suffix
+    name = io.stem(src.name)
+    suffix = src.name[len(name):]
     fmt = meta.format
     if as_float and fmt not in FLOAT_FORMATS:
         fmt, suffix = "tiff", ".tif"
