@@ -16,7 +16,7 @@ from neurodiff import config as C
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = [("data.normalizer", C.NormalizerConfig), ("data", C.DataConfig), ("model", C.ModelConfig),
             ("diffusion.vp", C.VPConfig), ("diffusion", C.DiffusionConfig), ("train", C.TrainConfig),
-            ("sample", C.SampleConfig), ("top level", C.RunConfig)]
+            ("sample", C.SampleConfig), ("autoencoder", C.AutoencoderConfig), ("top level", C.RunConfig)]
 
 
 def comments(cls) -> dict[str, str]:

@@ -4,7 +4,9 @@
 # of the left three quarters; the right quarter, cut into four 128x128 intact images, is never seen in training.
 # Each intact image gets random tear/block masks of 5-15 %, 15-30 % and 30-50 %, is repainted, and the nuclei
 # inside the mask are compared with the intact image's. Run with the classic schedule and cheaper ones.
+# Every row also reports a reference that needs no model: the mask filled with another intact image's tissue.
 #   bash bench/inpaint_ihc.sh [OUT] [TRAIN_IMAGES]
+#   SCHEDULES="250,10,10 100,10,10" MASKS=2 bash bench/inpaint_ihc.sh ...   (schedules to run, masks per bin)
 set -euo pipefail
 OUT=${1:-bench/results/inpaint_ihc}
 NIMG=${2:-16000}
@@ -31,8 +33,9 @@ if [ ! -d "$OUT/run/checkpoints" ]; then
     --set train.ema_halflife_nimg=2000 --set train.checkpoint_every_nimg=4000 --set train.preview_every_nimg=100000
 fi
 # schedules: RePaint's classic 250/10/10 (2410 calls), cheaper ones, and plain replacement without jumps
-for S in "250 10 10" "100 10 5" "50 5 5" "250 10 1"; do
-  set -- $S
+MASKS=${MASKS:-1}
+for S in ${SCHEDULES:-250,10,10 100,10,10 100,10,5 50,5,5 250,10,1}; do
+  IFS=, read -r ST JU RE <<< "$S"
   time neurodiff evaluate --task inpainting --model "$OUT/run" --real "$OUT/intact" --tile 128 \
-    --steps "$1" --jump "$2" --resample "$3" --out "$OUT/eval_$1_$2_$3"
+    --steps "$ST" --jump "$JU" --resample "$RE" --masks-per-bin "$MASKS" --out "$OUT/eval_${ST}_${JU}_${RE}"
 done

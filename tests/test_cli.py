@@ -109,5 +109,5 @@ def test_sampling_with_a_covariate_records_it_in_the_manifest(slice_folder, tmp_
     assert main(["sample", str(run), "--n", "2", "--steps", "2", "--label", "AD", "--covariate", "age=65",
                  "--out", str(out), "--no-progress"]) == 0
     rows = list(csv.DictReader(open(out / "manifest.csv")))
-    assert [r["covariates"] for r in rows] == ["age=65.0", "age=65.0"]
+    assert [r["covariates"] for r in rows] == ["age=65", "age=65"]
     assert main(["sample", str(run), "--n", "1", "--covariate", "weight=3", "--out", str(tmp_path / "t")]) == 2

@@ -60,7 +60,10 @@ def test_manifest_labels_and_covariates(slice_folder, tmp_path):
     ds = ImageDataset(data_cfg(slice_folder, labels="manifest", manifest="m.csv", covariates=["age", "volume"]))
     item = ds[(1, 0)]
     assert ds.class_names == ["AD", "CN"] and int(item["label"]) == 0
-    assert torch.allclose(item["scalars"], torch.tensor([61.0, 1.4]))
+    st = ds.meta["covariate_stats"]     # covariates are standardised by the training set's mean and spread
+    raw = [61.0, 1.4]
+    assert torch.allclose(item["scalars"], torch.tensor([(v - st[c]["mean"]) / st[c]["std"] for v, c in
+                                                         zip(raw, ["age", "volume"])]))
     (slice_folder / "bad.csv").write_text("file,label,age\nlow/nothere.png,AD,3\n")
     with pytest.raises(NeurodiffError, match="nothere.png"):
         ImageDataset(data_cfg(slice_folder, labels="manifest", manifest="bad.csv", covariates=["age"]))
@@ -142,7 +145,8 @@ def test_depth_position_comes_before_manifest_covariates(volume_folder, tmp_path
     ds = ImageDataset(data_cfg(volume_folder, kind="slices", axis=0, depth_scalar=True, manifest="cov.csv",
                                covariates=["age"]))
     item = ds[(16 + 15, 0)]   # second volume, last slice
-    assert item["scalars"].tolist() == [1.0, 51.0]
+    st = ds.meta["covariate_stats"]["age"]      # depth in [0, 1] first, then the standardised covariate
+    assert item["scalars"].tolist() == pytest.approx([1.0, (51.0 - st["mean"]) / st["std"]])
 
 
 def test_rot90_on_non_square_images_keeps_the_shape(tmp_path):

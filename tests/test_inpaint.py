@@ -10,6 +10,7 @@ from neurodiff import config
 from neurodiff.cli import main
 from neurodiff.data import io
 from neurodiff.diffusion.denoiser import EDM
+from neurodiff.errors import NeurodiffError
 from neurodiff.diffusion.schedules import karras
 from neurodiff.tasks.inpaint import inpaint_array, jump_schedule, network_calls, parse_boxes, repaint
 
@@ -195,3 +196,30 @@ def test_vp_model_with_a_label_and_guidance_inpaints(slice_folder, tmp_path):
     assert np.array_equal(x[keep], y[keep]) and not np.array_equal(x[~keep], y[~keep])
     assert main(["inpaint", str(run), "--image", str(img), "--box", "8:20,4:30", "--out", str(out),
                  "--label", "nope"]) == 2
+
+
+def test_evaluate_inpainting_masks_per_bin_and_the_pasted_tissue_reference(tiny_run, tmp_path):
+    import json
+
+    from neurodiff.metrics.inpainting import evaluate_inpainting
+    from neurodiff.train.state import load_model
+
+    yy, xx = np.mgrid[0:48, 0:48]
+    img = np.zeros((48, 48), np.uint8)
+    for cy, cx in [(8, 8), (8, 30), (24, 16), (24, 40), (40, 8), (40, 30), (16, 22), (34, 20)]:
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 <= 16] = 200
+    intact = tmp_path / "intact"
+    io.write(intact / "a.png", img[None])
+    io.write(intact / "b.png", img[None])      # identical donor: pasting its tissue changes nothing
+    m = evaluate_inpainting(load_model(tiny_run), intact, tmp_path / "rep", steps=3, jump=1, resample=1,
+                            masks_per_bin=2, progress=False)
+    assert len(m["per_image"]) == 12 and m["masks_per_bin"] == 2
+    assert all(v["masks"] == 4 for v in m["per_bin_median"].values())
+    assert (tmp_path / "rep" / "repaired" / "a_bin2_m1.png").exists()
+    masks = {(r["file"], r["bin"], r["mask_fraction"]) for r in m["per_image"]}
+    assert len(masks) == 12                      # every mask drawn anew
+    counted = [r for r in m["per_image"] if r["density_real"] > 0]
+    assert counted and all(r["reference_density_rel_err"] == 0 for r in counted)
+    assert json.loads((tmp_path / "rep" / "metrics.json").read_text())["masks_per_bin"] == 2
+    with pytest.raises(NeurodiffError, match="masks-per-bin"):
+        evaluate_inpainting(load_model(tiny_run), intact, tmp_path / "x", masks_per_bin=0)

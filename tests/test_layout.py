@@ -7,13 +7,13 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "neurodiff"
 TIERS = [
     {"errors", "config", "dist"},
-    {"nn", "data.io", "data.png16", "data.normalize", "data.zarrio"},
+    {"nn", "data.io", "data.png16", "data.normalize", "data.zarrio", "data.temps"},
     {"diffusion", "codec", "tiling"},
     {"tasks"},
-    {"data.datasets"},
+    {"data.datasets", "data.latents"},
     {"train"},
     {"metrics"},
-    {"cli", "demo"},
+    {"cli", "cli_latent", "demo"},
 ]
 
 

@@ -27,6 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set train.lr=1e-4 (repeatable)")
     t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    t.add_argument("--codec", default=None, help="latent diffusion: autoencoder run or model folder (train-ae)")
+    t.add_argument("--covariates", default=None, metavar="CSV",
+                   help="table with a 'file' column and covariate columns (sets data.manifest, data.covariates)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     s = sub.add_parser("sample", help="generate samples from a run or an exported model", epilog=EPILOG)
@@ -40,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="class index or name; 'all' cycles through the classes; default: unconditional")
     s.add_argument("--covariate", action="append", default=[], metavar="NAME=VALUE",
                    help="a covariate value (repeat for each covariate the model knows)")
+    s.add_argument("--covariates", default=None, metavar="CSV",
+                   help="table of covariates, one row per sample (sample k takes row k mod the rows)")
     s.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (1 = off)")
     s.add_argument("--steps", type=int, default=None, help="sampler steps")
     s.add_argument("--sampler", default=None, choices=["euler", "ddim", "heun", "dpmpp_2m", "ancestral"])
@@ -141,6 +146,8 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--resample", type=int, default=10, help="inpainting with --model: resampling count")
     v.add_argument("--tile", type=int, default=None, help="inpainting with --model: tile size")
     v.add_argument("--seed", type=int, default=0, help="inpainting with --model: masks and noise")
+    v.add_argument("--masks-per-bin", type=int, default=1, help="inpainting with --model: random masks per image "
+                   "and mask-size bin (more masks, less noise in the medians)")
 
     f = sub.add_parser("train-features", help="train a small domain feature network for FD/KID on real data")
     f.add_argument("--data", required=True, help="folder of real images or volumes (labels from sub-folders used)")
@@ -160,6 +167,9 @@ def _parser() -> argparse.ArgumentParser:
                    "the shipped ones")
     d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     d.add_argument("--no-progress", action="store_true")
+    from neurodiff.cli_latent import add_parsers
+
+    add_parsers(sub)
     return p
 
 
@@ -175,7 +185,14 @@ def cmd_train(args) -> int:
 
     out = Path(args.out)
     source = out / "config.yaml" if args.resume and (out / "config.yaml").is_file() else args.config
-    cfg = config_mod.load(source, args.overrides)
+    overrides = list(args.overrides)
+    if args.covariates and not args.resume:
+        from neurodiff.cli_latent import covariate_overrides
+
+        overrides = covariate_overrides(args.covariates) + overrides
+    if args.codec and not args.resume:
+        overrides.append(f"data.codec={Path(args.codec).resolve()}")
+    cfg = config_mod.load(source, overrides)
     if args.data:
         cfg.data.path = args.data   # a path, taken as it is (not parsed as YAML)
     if not cfg.data.path:
@@ -203,12 +220,22 @@ def cmd_sample(args) -> int:
     device = dist.init()
     model = load_model(args.model, device)
     sc = model.cfg.sample
-    covariates = parse_covariates(args.covariate)
+    covariates = parse_covariates(args.covariate) or None
+    if args.covariates:
+        from neurodiff.tasks.generate import read_covariate_table
+
+        if covariates:
+            raise NeurodiffError("--covariates and --covariate: give one or the other")
+        covariates = read_covariate_table(args.covariates, model.cfg)
+    from neurodiff.codec import Identity
+    from neurodiff.train.state import codec_for
+
+    codec = codec_for(model.cfg, device, base=args.model)
     label = args.label
     if label is not None and label.lower() in ("none", ""):
         label = None
     rows = generate(model.net, model.cfg, args.out, args.n, seed=args.seed, batch=args.batch or sc.batch,
-                    label=label, covariates=covariates or None,
+                    label=label, covariates=covariates, codec=None if isinstance(codec, Identity) else codec,
                     guidance=args.guidance if args.guidance is not None else sc.guidance,
                     steps=args.steps or sc.steps, sampler=args.sampler or sc.sampler,
                     exact=not args.fast and sc.exact, digest=model.digest, device=device,
@@ -299,10 +326,13 @@ def cmd_evaluate(args) -> int:
         from neurodiff.train.state import load_model
 
         m = evaluate_inpainting(load_model(args.model), args.real, args.out, steps=args.steps, jump=args.jump,
-                                resample=args.resample, tile=args.tile, limit=args.limit, seed=args.seed)
+                                resample=args.resample, tile=args.tile, limit=args.limit, seed=args.seed,
+                                masks_per_bin=args.masks_per_bin)
         for b, v in m["per_bin_median"].items():
+            ref = (f" (another image's tissue pasted in: {v['reference_density_rel_err']:.1%}, "
+                   f"{v['reference_mean_size_rel_err']:.1%})" if "reference_density_rel_err" in v else "")
             print(f"masks {b}: median density error {v['density_rel_err']:.1%}, mean-size error "
-                  f"{v['mean_size_rel_err']:.1%}, PSNR in mask {v['psnr_in_mask']:.2f} dB")
+                  f"{v['mean_size_rel_err']:.1%}{ref}, PSNR in mask {v['psnr_in_mask']:.2f} dB")
         print(f"{m['network_calls_per_tile']} network calls per tile; wrote {Path(args.out) / 'metrics.json'}")
         return 0
     if not args.fake:
@@ -364,7 +394,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = {"train": cmd_train, "sample": cmd_sample, "volume": cmd_volume, "cascade": cmd_cascade,
                "inpaint": cmd_inpaint, "translate": cmd_translate, "export": cmd_export, "demo": cmd_demo,
-               "evaluate": cmd_evaluate, "train-features": cmd_train_features}[args.command]
+               "evaluate": cmd_evaluate, "train-features": cmd_train_features}.get(args.command)
+    if handler is None:
+        from neurodiff import cli_latent
+
+        handler = {"train-ae": cli_latent.cmd_train_ae, "reconstruct": cli_latent.cmd_reconstruct}[args.command]
     try:
         return handler(args)
     except NeurodiffError as e:
@@ -375,6 +409,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("neurodiff: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:   # disk full, read-only file system, a file where a folder should be: the path and why
+        if args.debug:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"neurodiff: error: {where}{e.strerror or e} (nothing finished before was changed)", file=sys.stderr)
+        return 2
     except Exception as e:  # a bug or an unforeseen failure: still one line, the traceback with --debug
         if args.debug:
             raise

@@ -41,6 +41,7 @@ class DataConfig:
     source: str = ""                # paired data: folder of source images (relative to data.path), matched by name
     target: str = ""                # paired data: folder of target images (relative to data.path); "" = data.path
     source_channels: list[int | str] = field(default_factory=list)  # paired, one file: source channels (index/name)
+    codec: str = ""                 # latent diffusion: autoencoder run or model folder; latents cached in the run
     min_foreground: float = 0.0     # slices: skip slices with a smaller fraction of voxels above the minimum
     crop_foreground: bool = False   # crop every file to the bounding box of voxels above its minimum
     labels: str = "none"            # none | folders | manifest
@@ -74,7 +75,28 @@ class ModelConfig:
     groups: int = 8                 # GroupNorm groups (capped by the width)
     checkpointing: bool = False     # gradient checkpointing of residual blocks
     channels_last: bool = True      # NHWC / NDHWC memory format (10-15% faster convolutions on CPUs, bench/NOTES.md)
+    scalar_channels: bool = False   # covariates also as constant input channels (concatenation)
+    cross_attn: bool = False        # covariates also as cross-attention tokens at the attention levels
     zero_init: bool = False         # ADM-style zero-initialised residual branches and output (slower start, bench/NOTES.md)
+
+
+@dataclass
+class AutoencoderConfig:
+    dims: int = 3                   # 2 (images) or 3 (volumes)
+    channels: int = 32              # base width
+    channel_mult: list[int] = field(default_factory=lambda: [1, 2, 2])   # 3 levels: 4x per axis, 4 levels: 8x
+    num_res_blocks: int = 1         # residual blocks per level
+    z_channels: int = 4             # latent channels
+    groups: int = 8                 # GroupNorm groups (capped by the width)
+    checkpointing: bool = False     # gradient checkpointing of residual blocks (3D memory)
+    kl_weight: float = 1e-6         # KL term (per latent element, summed) weight
+    ssim_weight: float = 0.2        # (1 - SSIM) weight, next to the L1 term (weight 1)
+    adv_weight: float = 0.05        # patch-adversarial (hinge) weight for the decoder; 0 = no discriminator
+    adv_start_nimg: int = 2000      # images seen before the discriminator starts (warm-up)
+    disc_channels: int = 32         # PatchGAN width
+    perceptual_weight: float = 0.0  # feature-matching term; needs perceptual_features
+    perceptual_features: str = ""   # local feature file (train-features output or TorchScript); never downloaded
+    decode_slab: int = 0            # latent slab thickness for decoding large volumes (0 = whole)
 
 
 @dataclass
@@ -150,6 +172,7 @@ class RunConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
 
 
 CHOICES = {
@@ -165,18 +188,23 @@ CHOICES = {
     "diffusion.weighting": ("auto", "edm", "min_snr", "uniform"),
     "train.precision": ("auto", "fp32", "bf16"),
     "train.nan_policy": ("stop", "skip"),
-    "train.objective": ("diffusion", "regression"),
+    "train.objective": ("diffusion", "regression", "autoencoder"),
+    "autoencoder.dims": (2, 3),
     "sample.sampler": ("euler", "ddim", "heun", "dpmpp_2m", "ancestral"),
 }
 POSITIVE = ("model.channels", "model.num_heads", "model.groups", "train.batch", "train.total_nimg",
             "train.lr", "train.log_every_nimg", "train.preview_every_nimg", "train.checkpoint_every_nimg",
             "train.keep_checkpoints", "sample.steps", "sample.batch", "diffusion.sigma_data",
-            "diffusion.sigma_min", "diffusion.sigma_max", "diffusion.vp.T")
+            "diffusion.sigma_min", "diffusion.sigma_max", "diffusion.vp.T",
+            "autoencoder.channels", "autoencoder.num_res_blocks", "autoencoder.z_channels", "autoencoder.groups",
+            "autoencoder.disc_channels")
 NON_NEGATIVE = ("model.num_classes", "model.num_scalars", "model.in_channels",
                 "model.out_channels", "model.cond_image_channels", "data.depth_bins", "data.context_slices", "data.sr_factor",
                 "data.sr_noise_aug", "sample.sr_aug_level", "sample.tile", "sample.overlap", "data.channels",
                 "train.warmup_nimg", "train.grad_clip", "train.ema_halflife_nimg", "train.workers",
-                "train.weight_decay", "diffusion.min_snr_gamma", "diffusion.huber_delta")
+                "train.weight_decay", "diffusion.min_snr_gamma", "diffusion.huber_delta", "autoencoder.kl_weight",
+                "autoencoder.ssim_weight", "autoencoder.adv_weight", "autoencoder.adv_start_nimg",
+                "autoencoder.perceptual_weight", "autoencoder.decode_slab")
 FRACTIONS = ("data.context_drop_prob", "diffusion.cond_drop_prob", "model.dropout", "data.min_foreground", "train.ema_rampup")
 
 
@@ -286,6 +314,15 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise NeurodiffError("config field 'train.eval_features': needed when train.eval_every_nimg > 0")
     if not 2 <= cfg.train.eval_samples <= 1000:
         raise NeurodiffError(f"config field 'train.eval_samples': expected 2..1000, got {cfg.train.eval_samples}")
+    a = cfg.autoencoder
+    if len(a.channel_mult) < 2 or any(c <= 0 for c in a.channel_mult):
+        raise NeurodiffError(f"config field 'autoencoder.channel_mult': expected >= 2 positive integers (one "
+                             f"downsampling per level after the first), got {a.channel_mult}")
+    if a.perceptual_weight and not a.perceptual_features:
+        raise NeurodiffError("config field 'autoencoder.perceptual_features': needed when perceptual_weight > 0 "
+                             "(a local feature file; nothing is downloaded)")
+    if cfg.data.codec and cfg.train.objective != "diffusion":
+        raise NeurodiffError("config field 'data.codec': latent space is for diffusion models (train.objective)")
     if len(cfg.data.normalizer.percentiles) != 2:
         raise NeurodiffError("config field 'data.normalizer.percentiles': expected [low, high]")
     return cfg

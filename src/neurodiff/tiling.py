@@ -68,3 +68,19 @@ def tiled(denoise_tile, tile: int, overlap: int):
             weight[region] += w
         return out / weight
     return D
+
+
+def slab_decode(decode, z: torch.Tensor, slab: int, halo: int, factor: int) -> torch.Tensor:
+    """``decode(z)`` of a [N, Z, *S] latent in slabs of ``slab`` latent voxels along the first spatial axis, each
+    decoded with ``halo`` extra voxels either side that are then cut off: memory is that of one slab.
+    GroupNorm statistics are per slab, so the result approximates the whole decode (tests bound the difference)."""
+    n = z.shape[2]
+    if not slab or slab >= n:
+        return decode(z)
+    parts = []
+    for lo in range(0, n, slab):
+        hi = min(n, lo + slab)
+        a, b = max(0, lo - halo), min(n, hi + halo)
+        x = decode(z[:, :, a:b])
+        parts.append(x[:, :, (lo - a) * factor:(hi - a) * factor])
+    return torch.cat(parts, dim=2)

@@ -222,6 +222,7 @@ class ImageDataset(torch.utils.data.Dataset):
         if self.num_source_channels:   # the source has units of its own (e.g. T1 intensities vs a probability map)
             self.source_normalizer = fit_normalizer(
                 cfg.normalizer, (self._pair(i)[1] for i in range(len(self.entries))), src0.dtype.name)
+        self.covariate_stats = covariate_stats(cfg.covariates, [e.scalars for e in self.entries])
         self.meta = self._output_meta(meta, first)
         if self.source_normalizer is not None:
             self.meta.update(source_normalizer=self.source_normalizer.to_dict(),
@@ -294,7 +295,8 @@ class ImageDataset(torch.utils.data.Dataset):
                      "slice_spacing": float(meta.spacing[cfg.axis]) if meta.spacing else None}
         return {**extra, "format": meta.format, "dtype": meta.dtype, "spacing": spacing, "unit": meta.unit,
                 "affine": affine, "class_names": self.class_names, "shape": list(x0.shape),
-                "covariates": list(self.cfg.covariates), "normalizer": self.normalizer.to_dict(),
+                "covariates": list(self.cfg.covariates), "covariate_stats": self.covariate_stats,
+                "normalizer": self.normalizer.to_dict(),
                 "num_files": len(self.entries), "num_items": len(self.items)}
 
     # -- items -------------------------------------------------------------------------------------------------
@@ -363,10 +365,20 @@ class ImageDataset(torch.utils.data.Dataset):
         out["x"] = x.contiguous()
         if entry.label is not None:
             out["label"] = torch.tensor(entry.label)
-        if entry.scalars is not None:
-            s = torch.tensor(entry.scalars, dtype=torch.float32)
+        if entry.scalars is not None:   # standardised by the training set's mean and spread (stored with the model)
+            st = [self.covariate_stats[c] for c in cfg.covariates]
+            s = torch.tensor([(v - q["mean"]) / q["std"] for v, q in zip(entry.scalars, st)], dtype=torch.float32)
             out["scalars"] = torch.cat([out["scalars"], s]) if "scalars" in out else s
         return out
+
+
+def covariate_stats(names: list[str], rows: list) -> dict:
+    """{name: {mean, std, min, max}} of the training covariates (std 1 for a constant one)."""
+    if not names:
+        return {}
+    a = np.asarray(rows, dtype=np.float64)
+    return {c: {"mean": float(a[:, j].mean()), "std": float(a[:, j].std()) or 1.0,
+                "min": float(a[:, j].min()), "max": float(a[:, j].max())} for j, c in enumerate(names)}
 
 
 def context_channels(cfg, channels: int) -> int:

@@ -30,8 +30,6 @@ _UNIT_ALIASES = {"micron": "um", "microns": "um", "µm": "um", "μm": "um", "\\u
                  "micrometer": "um", "millimeter": "mm", "nanometer": "nm", "meter": "m"}
 _PNG_SIG = b"\x89PNG\r\n\x1a\n"
 _tmp_counter = itertools.count()
-
-
 @dataclass
 class ImageMeta:
     """What a file says about its array besides the pixels."""

@@ -5,6 +5,10 @@ tears (thick line segments) and missing blocks (rectangles) is drawn, the masked
 repaired image is compared with the intact one: nuclei are segmented in both (metrics/cells.py) and the nuclei
 whose centre lies inside the mask give a density (per 1e6 px^2 of mask) and a mean size; their relative errors
 are summarised per bin by the median (the cell-distribution seed's figure). PSNR and SSIM inside the mask too.
+
+A reference row needs no model: the same mask filled with the pixels of *another* intact image of the same
+shape (real tissue, but not this image's). Its errors are what a sampler of real tissue that ignored the context
+would score; with few nuclei per mask they show how much of the model's error is counting noise.
 """
 
 from __future__ import annotations
@@ -69,7 +73,7 @@ def _rel(f: float, r: float) -> float:
 
 def evaluate_inpainting(model, real_dir, out_dir, *, steps: int = 250, jump: int = 10, resample: int = 10,
                         tile: int | None = None, overlap: int | None = None, limit: int | None = None, seed: int = 0,
-                        progress: bool = True) -> dict:
+                        masks_per_bin: int = 1, progress: bool = True) -> dict:
     """Repaint random masks on the intact images of ``real_dir``; metrics.json + repaired images in ``out_dir``."""
     from neurodiff.metrics import image
     from neurodiff.metrics.cells import segment_nuclei
@@ -80,16 +84,25 @@ def evaluate_inpainting(model, real_dir, out_dir, *, steps: int = 250, jump: int
     files = sorted(p for p in real_dir.rglob("*") if p.is_file() and io.is_image_file(p))[:limit]
     if not files:
         raise NeurodiffError(f"{real_dir}: no image files")
+    if isinstance(masks_per_bin, bool) or not isinstance(masks_per_bin, int) or masks_per_bin < 1:
+        raise NeurodiffError(f"--masks-per-bin: expected an integer >= 1, got {masks_per_bin!r}")
     rows, t0 = [], time.perf_counter()
+    jobs = [(b, r) for b in range(len(BINS)) for r in range(masks_per_bin)]
     for i, p in enumerate(files):
         x, meta = io.read(p)
         dims = x.ndim - 1
         lab_real = segment_nuclei(x, dims=dims)
-        for b, (lo, hi) in enumerate(BINS):
-            mask = random_mask(x.shape[1:], lo, hi, seed * 100_003 + i * 10 + b)
+        donor = io.read(files[(i + 1) % len(files)])[0] if len(files) > 1 else None
+        if donor is not None and donor.shape != x.shape:
+            donor = None
+        for b, r in jobs:
+            lo, hi = BINS[b]
+            k = i * 10 + b + 1_000_003 * r    # r = 0: the masks and noise of a one-mask-per-bin run
+            mask = random_mask(x.shape[1:], lo, hi, seed * 100_003 + k)
             y, info = inpaint_array(model, x, mask, steps=steps, jump=jump, resample=resample, tile=tile,
-                                    overlap=overlap, seed=seed + i * 10 + b, progress=False)
-            name = f"{p.stem.split('.')[0]}_bin{b}{p.name[len(p.stem.split('.')[0]):]}"
+                                    overlap=overlap, seed=seed + k, progress=False)
+            stem = p.stem.split('.')[0]
+            name = f"{stem}_bin{b}{f'_m{r}' if r else ''}{p.name[len(stem):]}"
             io.write(out_dir / "repaired" / name, y, meta)
             io.write(out_dir / "masks" / name, mask[None].astype(np.uint8) * 255, io.ImageMeta(meta.format, "uint8"))
             d_r, a_r = masked_cells(lab_real, mask)
@@ -103,19 +116,25 @@ def evaluate_inpainting(model, real_dir, out_dir, *, steps: int = 250, jump: int
                          "psnr_in_mask": float(image.psnr(xf, xr, rng, m)[0]),
                          "ssim_in_mask": _ssim_in_mask(image, xf, xr, rng, m),
                          "network_calls_per_tile": info["network_calls_per_tile"], "tiles": info["tiles"]})
+            if donor is not None:    # the reference: another real image's tissue in the same mask
+                pasted = np.where(np.broadcast_to(mask, x.shape), donor, x)
+                d_p, a_p = masked_cells(segment_nuclei(pasted, dims=dims), mask)
+                rows[-1].update(reference_density_rel_err=_rel(d_p, d_r), reference_mean_size_rel_err=_rel(a_p, a_r))
             if progress:
                 print(f"{p.name} mask {mask.mean():.0%}: density error {rows[-1]['density_rel_err']:.1%}, "
                       f"size error {rows[-1]['mean_size_rel_err']:.1%}", flush=True)
     per_bin = {}
     for lo, hi in BINS:
         sel = [r for r in rows if r["bin"] == f"{lo:.0%}-{hi:.0%}"]
-        per_bin[f"{lo:.0%}-{hi:.0%}"] = {k: float(np.nanmedian([r[k] for r in sel])) for k in
-                                         ("density_rel_err", "mean_size_rel_err", "psnr_in_mask")}
+        keys = ("density_rel_err", "mean_size_rel_err", "psnr_in_mask") + (
+            ("reference_density_rel_err", "reference_mean_size_rel_err") if "reference_density_rel_err" in sel[0] else ())
+        per_bin[f"{lo:.0%}-{hi:.0%}"] = {k: float(np.nanmedian([r[k] for r in sel])) for k in keys}
+        per_bin[f"{lo:.0%}-{hi:.0%}"]["masks"] = len(sel)
         ssims = [r["ssim_in_mask"] for r in sel if r["ssim_in_mask"] is not None]
         per_bin[f"{lo:.0%}-{hi:.0%}"]["ssim_in_mask"] = float(np.median(ssims)) if ssims else None
     m = {"task": "inpainting", "model": str(getattr(model, "source", "")), "real": str(real_dir),
          "steps": steps, "jump": jump, "resample": resample, "network_calls_per_tile": rows[0]["network_calls_per_tile"],
-         "n_images": len(files), "seconds": time.perf_counter() - t0, "per_bin_median": per_bin,
+         "n_images": len(files), "masks_per_bin": masks_per_bin, "seconds": time.perf_counter() - t0, "per_bin_median": per_bin,
          "density_rel_err_median": float(np.nanmedian([r["density_rel_err"] for r in rows])),
          "mean_size_rel_err_median": float(np.nanmedian([r["mean_size_rel_err"] for r in rows])), "per_image": rows}
     out_dir.mkdir(parents=True, exist_ok=True)

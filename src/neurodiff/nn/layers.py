@@ -95,3 +95,24 @@ class Attention(nn.Module):
         h = F.scaled_dot_product_attention(q, k, v)
         h = h.transpose(-1, -2).reshape(n, c, *spatial)
         return x + self.proj(h)
+
+
+class CrossAttention(nn.Module):
+    """Spatial positions attend to a few context tokens [N, T, D] (covariates as tokens; Rombach et al. 2022)."""
+
+    def __init__(self, dims: int, channels: int, context_dim: int, heads: int, groups: int, zero_init: bool = False):
+        super().__init__()
+        while channels % heads:
+            heads -= 1
+        self.heads = heads
+        self.norm = norm(channels, groups)
+        self.q = conv(dims, channels, channels, 1)
+        self.kv = nn.Linear(context_dim, 2 * channels)
+        self.proj = zero_(conv(dims, channels, channels, 1), zero_init)
+
+    def forward(self, x, context):
+        n, c, *spatial = x.shape
+        q = self.q(self.norm(x)).reshape(n, self.heads, c // self.heads, -1).transpose(-1, -2)
+        k, v = self.kv(context.to(x.dtype)).reshape(n, -1, 2, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        h = F.scaled_dot_product_attention(q, k, v)          # [N, heads, L, c/heads]
+        return x + self.proj(h.transpose(-1, -2).reshape(n, c, *spatial))

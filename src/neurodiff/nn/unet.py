@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from neurodiff.errors import NeurodiffError
-from neurodiff.nn.layers import Attention, Downsample, ResBlock, Upsample, conv, norm, timestep_embedding, zero_
+from neurodiff.nn.layers import Attention, CrossAttention, Downsample, ResBlock, Upsample, conv, norm, timestep_embedding, zero_
 
 
 @dataclass
@@ -41,7 +41,7 @@ class UNet(nn.Module):
                  channel_mult=(1, 2, 2), num_res_blocks: int = 1, attn_levels=(2,), num_heads: int = 4,
                  num_classes: int = 0, num_scalars: int = 0, cond_image_channels: int = 0,
                  dropout: float = 0.0, groups: int = 8, checkpointing: bool = False, channels_last: bool = True,
-                 zero_init: bool = False):
+                 zero_init: bool = False, scalar_channels: bool = False, cross_attn: bool = False):
         super().__init__()
         if dims not in (2, 3):
             raise NeurodiffError(f"model.dims: expected 2 or 3, got {dims}")
@@ -49,6 +49,11 @@ class UNet(nn.Module):
         self.out_channels = out_channels or in_channels
         self.num_classes, self.num_scalars = num_classes, num_scalars
         self.cond_image_channels = cond_image_channels
+        if (scalar_channels or cross_attn) and not num_scalars:
+            raise NeurodiffError("model.scalar_channels / model.cross_attn: need covariates (model.num_scalars > 0)")
+        # covariates also as constant input channels (+1 channel: 1 = given, 0 = dropped) and as attention tokens
+        self.scalar_channels = num_scalars + 1 if scalar_channels else 0
+        self.cross_attn = cross_attn
         self.levels = len(channel_mult)
         blocks_per_level = _per_level(num_res_blocks, self.levels)
         self.checkpointing = checkpointing
@@ -60,8 +65,13 @@ class UNet(nn.Module):
         if num_scalars:
             self.scalar_mlp = nn.Sequential(nn.Linear(num_scalars, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
             self.scalar_null = nn.Parameter(torch.zeros(emb_dim))
+        if cross_attn:   # token k = MLP(s_k * w_k + b_k); a learned null token set replaces them under CFG dropout
+            self.token_w = nn.Parameter(torch.randn(num_scalars, emb_dim))
+            self.token_b = nn.Parameter(torch.zeros(num_scalars, emb_dim))
+            self.token_mlp = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+            self.token_null = nn.Parameter(torch.zeros(num_scalars, emb_dim))
 
-        self.input = conv(dims, in_channels + cond_image_channels, channels)
+        self.input = conv(dims, in_channels + cond_image_channels + self.scalar_channels, channels)
         self.down = nn.ModuleList()
         skips, c = [channels], channels
         for level, mult in enumerate(channel_mult):
@@ -70,6 +80,8 @@ class UNet(nn.Module):
                 c = channels * mult
                 if level in attn_levels:
                     blocks.append(Attention(dims, c, num_heads, groups, zero_init))
+                    if cross_attn:
+                        blocks.append(CrossAttention(dims, c, emb_dim, num_heads, groups, zero_init))
                 self.down.append(nn.ModuleList(blocks))
                 skips.append(c)
             if level < self.levels - 1:
@@ -78,6 +90,8 @@ class UNet(nn.Module):
         self.mid = nn.ModuleList([ResBlock(dims, c, c, emb_dim, groups, dropout, zero_init)])
         if attn_levels:
             self.mid.append(Attention(dims, c, num_heads, groups, zero_init))
+            if cross_attn:
+                self.mid.append(CrossAttention(dims, c, emb_dim, num_heads, groups, zero_init))
         self.mid.append(ResBlock(dims, c, c, emb_dim, groups, dropout, zero_init))
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(channel_mult))):
@@ -86,6 +100,8 @@ class UNet(nn.Module):
                 c = channels * mult
                 if level in attn_levels:
                     blocks.append(Attention(dims, c, num_heads, groups, zero_init))
+                    if cross_attn:
+                        blocks.append(CrossAttention(dims, c, emb_dim, num_heads, groups, zero_init))
                 if level > 0 and i == blocks_per_level[level]:
                     blocks.append(Upsample(dims, c))
                 self.up.append(nn.ModuleList(blocks))
@@ -148,23 +164,47 @@ class UNet(nn.Module):
         if c_noise.ndim == 0:
             c_noise = c_noise.expand(n)
         emb = self._embed(c_noise, cond, n)
+        given = self._given(cond, n, x.device)
+        if self.scalar_channels:
+            s = cond.scalars if cond.scalars is not None else torch.zeros(n, self.num_scalars, device=x.device)
+            s = torch.cat([s.to(x.dtype) * given[:, None], given[:, None].to(x.dtype)], dim=1)
+            x = torch.cat([x, s.reshape(n, -1, *([1] * self.dims)).expand(n, -1, *spatial)], dim=1)
+        tokens = self._tokens(cond, given, emb.dtype) if self.cross_attn else None
         h = self.input(x.contiguous(memory_format=self.memory_format))
         hs = [h]
         for blocks in self.down:
             for b in blocks:
-                h = self._run(b, h, emb)
+                h = self._run(b, h, emb, tokens)
             hs.append(h)
         for b in self.mid:
-            h = self._run(b, h, emb)
+            h = self._run(b, h, emb, tokens)
         for blocks in self.up:
             h = torch.cat([h, hs.pop()], dim=1)
             for b in blocks:
-                h = self._run(b, h, emb)
+                h = self._run(b, h, emb, tokens)
         return self.out(h)
 
-    def _run(self, block: nn.Module, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def _given(self, cond: Cond, n: int, device) -> torch.Tensor:
+        """[N] float: 1 where covariates are given and not dropped (CFG), else 0."""
+        if cond.scalars is None:
+            return torch.zeros(n, device=device)
+        drop = cond.drop if cond.drop is not None else torch.zeros(n, dtype=torch.bool, device=device)
+        return (~drop).float()
+
+    def _tokens(self, cond: Cond, given: torch.Tensor, dtype) -> torch.Tensor:
+        """[N, K, D] covariate tokens; the learned null tokens where covariates are dropped or absent."""
+        n = given.shape[0]
+        null = self.token_null.expand(n, -1, -1)
+        if cond.scalars is None:
+            return null
+        t = self.token_mlp(cond.scalars.to(self.token_w.dtype)[:, :, None] * self.token_w + self.token_b)
+        return torch.where(given[:, None, None] > 0, t, null.to(t.dtype))
+
+    def _run(self, block: nn.Module, h: torch.Tensor, emb: torch.Tensor, tokens=None) -> torch.Tensor:
         if isinstance(block, (Downsample, Upsample)):
             return block(h)
+        if isinstance(block, CrossAttention):
+            return block(h, tokens)
         if self.checkpointing and self.training and torch.is_grad_enabled():
             return checkpoint(block, h, emb, use_reentrant=False)
         return block(h, emb)
@@ -189,4 +229,4 @@ def build_unet(model_cfg) -> UNet:
                 attn_levels=tuple(m.attn_levels), num_heads=m.num_heads, num_classes=m.num_classes,
                 num_scalars=m.num_scalars, cond_image_channels=m.cond_image_channels, dropout=m.dropout,
                 groups=m.groups, checkpointing=m.checkpointing, channels_last=m.channels_last,
-                zero_init=m.zero_init)
+                zero_init=m.zero_init, scalar_channels=m.scalar_channels, cross_attn=m.cross_attn)

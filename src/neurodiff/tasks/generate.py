@@ -96,8 +96,12 @@ def covariate_names(cfg) -> list[str]:
     return depth + list(cfg.data.meta.get("covariates") or [])
 
 
+_warned: set = set()
+
+
 def covariate_row(cfg, covariates: dict | None) -> list[float] | None:
-    """{name: value} -> the model's scalar conditions in order (None when no covariates are given)."""
+    """{name: value} -> the model's scalar conditions in order (None when no covariates are given), standardised
+    as in training; a value outside the training range is allowed with a warning (once per covariate)."""
     if not covariates:
         return None
     cov_names = covariate_names(cfg)
@@ -105,7 +109,43 @@ def covariate_row(cfg, covariates: dict | None) -> list[float] | None:
     unknown = [c for c in covariates if c not in cov_names]
     if unknown or missing:
         raise NeurodiffError(f"covariates: model expects {cov_names or 'none'}; unknown {unknown}, missing {missing}")
-    return [float(covariates[c]) for c in cov_names]
+    stats = cfg.data.meta.get("covariate_stats") or {}
+    row = []
+    for c in cov_names:
+        v = float(covariates[c])
+        if not np.isfinite(v):
+            raise NeurodiffError(f"covariate {c}: expected a finite number, got {covariates[c]!r}")
+        q = stats.get(c)
+        if q and not q["min"] <= v <= q["max"] and c not in _warned:
+            _warned.add(c)
+            print(f"warning: covariate {c}={v:g} is outside the training range [{q['min']:g}, {q['max']:g}]; "
+                  "the model extrapolates", flush=True)
+        row.append((v - q["mean"]) / q["std"] if q else v)
+    return row
+
+
+def read_covariate_table(path: str | Path, cfg) -> list[dict]:
+    """A CSV with one column per covariate (other columns ignored) -> one {name: value} per row."""
+    path = Path(path)
+    if not path.is_file():
+        raise NeurodiffError(f"{path}: no such covariate table")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    names = covariate_names(cfg)
+    if not rows or not names:
+        raise NeurodiffError(f"{path}: expected a header and rows with the columns {names or '(model has none)'}")
+    missing = [c for c in names if c not in rows[0]]
+    if missing:
+        raise NeurodiffError(f"{path}: missing covariate columns {missing} (model expects {names})")
+    out = []
+    for i, r in enumerate(rows, start=2):
+        try:
+            out.append({c: float(r[c]) for c in names})
+        except (TypeError, ValueError):
+            raise NeurodiffError(f"{path}, line {i}: covariates {names} must be numbers") from None
+        if not all(np.isfinite(v) for v in out[-1].values()):
+            raise NeurodiffError(f"{path}, line {i}: covariate is NaN or infinite")
+    return out
 
 
 @torch.no_grad()
@@ -200,18 +240,21 @@ def read_manifest(path: Path) -> list[dict]:
 
 
 def generate(net, cfg, out_dir: str | Path, n: int, seed: int = 0, batch: int = 16, label=None,
-             covariates: dict | None = None, guidance: float = 1.0, steps: int = 30, sampler: str = "dpmpp_2m",
-             exact: bool = True, digest: str = "", device="cpu", progress: bool = True) -> list[dict]:
+             covariates: dict | list[dict] | None = None, guidance: float = 1.0, steps: int = 30,
+             sampler: str = "dpmpp_2m", exact: bool = True, digest: str = "", device="cpu", progress: bool = True,
+             codec=None) -> list[dict]:
     """Write samples 0..n-1 (this process's share under torchrun) and manifest.csv; skips finished files.
 
     ``label``: None (unconditional, or cycle through classes with 'all'), an index or a class name.
-    ``covariates``: {name: value} for every covariate the model was trained with.
+    ``covariates``: {name: value} for every covariate the model was trained with, or a list of them (sample k
+    takes entry k mod the list's length). ``codec``: decodes latent samples (latent diffusion).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     suffix, meta = output_meta(cfg)
     names = cfg.data.meta.get("class_names") or []
-    scalars_row = covariate_row(cfg, covariates)
+    table = covariates if isinstance(covariates, list) else [covariates] if covariates else []
+    rows_cov = [covariate_row(cfg, c) for c in table]
     if label == "all":
         if not cfg.model.num_classes:
             raise NeurodiffError("--label all: this model was trained without labels")
@@ -219,10 +262,14 @@ def generate(net, cfg, out_dir: str | Path, n: int, seed: int = 0, batch: int = 
     else:
         fixed = resolve_label(cfg, label)
         labels = [fixed] * n
-    settings = {"seed": seed, "label": label, "covariates": covariates or {}, "guidance": guidance,
+    if dist.is_main():
+        from neurodiff.data.temps import remove_stale_temps
+
+        remove_stale_temps(out_dir)     # left by a killed run; the finished files are whole
+    settings = {"seed": seed, "label": label, "covariates": table, "guidance": guidance,
                 "sampler": sampler, "steps": steps, "model_digest": digest, "exact": exact}
     _check_settings(out_dir, settings)
-    if guidance != 1.0 and labels[0] is None and not covariates and dist.is_main():
+    if guidance != 1.0 and labels[0] is None and not table and dist.is_main():
         print("warning: --guidance has no effect without a label or covariates (unconditional sampling)", flush=True)
     mine = [k for k in range(n) if k % dist.world_size() == dist.rank()]
     todo = [k for k in mine if not (out_dir / f"sample_{k:06d}{suffix}").exists()]
@@ -238,8 +285,10 @@ def generate(net, cfg, out_dir: str | Path, n: int, seed: int = 0, batch: int = 
     for start in range(0, len(todo), batch):
         ks = todo[start:start + batch]
         x = sample_batch(net, cfg, [sample_seed(seed, k) for k in ks], [labels[k] for k in ks],
-                         [scalars_row] * len(ks) if scalars_row else None, guidance, steps, sampler, exact,
-                         device=device)
+                         [rows_cov[k % len(rows_cov)] for k in ks] if rows_cov else None, guidance, steps, sampler,
+                         exact, device=device)
+        if codec is not None:
+            x = torch.cat([codec.decode(xi[None]) for xi in x]).clamp(-1, 1)
         for k, xi in zip(ks, x):
             io.write(out_dir / f"sample_{k:06d}{suffix}", to_output(cfg, xi), meta)
         if bar:
@@ -250,7 +299,8 @@ def generate(net, cfg, out_dir: str | Path, n: int, seed: int = 0, batch: int = 
         lab = labels[k]
         rows[k] = {"file": f"sample_{k:06d}{suffix}", "index": k, "seed": seed, "label": "" if lab is None else lab,
                    "label_name": names[lab] if lab is not None and lab < len(names) else "",
-                   "covariates": ";".join(f"{c}={covariates[c]}" for c in covariate_names(cfg)) if covariates else "",
+                   "covariates": ";".join(f"{c}={table[k % len(table)][c]:g}" for c in covariate_names(cfg))
+                   if table else "",
                    "guidance": guidance, "sampler": sampler, "steps": steps, "model_digest": digest}
     write_sharded_manifest(out_dir, list(rows.values()))
     return [rows[k] for k in sorted(rows)]

@@ -87,6 +87,10 @@ def generate_volumes(net, cfg, out_dir: str | Path, n: int, n_slices: int | None
     suffix, meta = _volume_meta(cfg, n_slices)
     settings = {"seed": seed, "slices": n_slices, "guidance": guidance, "sampler": sampler, "steps": steps,
                 "model_digest": digest, "exact": exact, "task": "volume"}
+    if dist.is_main():
+        from neurodiff.data.temps import remove_stale_temps
+
+        remove_stale_temps(out_dir)
     _check_settings(out_dir, settings)
     mine = [k for k in range(n) if k % dist.world_size() == dist.rank()]
     todo = [k for k in mine if not (out_dir / f"volume_{k:04d}{suffix}").exists()]

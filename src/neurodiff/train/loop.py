@@ -60,6 +60,9 @@ def resolve(cfg: config_mod.RunConfig, ds: ImageDataset) -> config_mod.RunConfig
         m.num_scalars = k
     elif m.num_scalars != k:
         raise NeurodiffError(f"config field 'model.num_scalars': data give {k} covariates, got {m.num_scalars}")
+    if (m.scalar_channels or m.cross_attn) and not m.num_scalars:
+        raise NeurodiffError("config field 'model.cross_attn': covariates as channels or tokens need covariates "
+                             "(data.covariates with a manifest, or --covariates)")
     if m.num_classes and not classes:
         raise NeurodiffError(f"config field 'model.num_classes': {m.num_classes} classes but the data have no labels "
                              "(set data.labels or data.depth_bins)")
@@ -117,7 +120,7 @@ def _autocast(precision: str, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
 
-def _preview(net, cfg, path: Path, device, ds) -> None:
+def _preview(net, cfg, path: Path, device, ds, codec=None) -> None:
     from neurodiff.data import io
 
     m = cfg.model
@@ -133,6 +136,8 @@ def _preview(net, cfg, path: Path, device, ds) -> None:
     else:
         x = sample_batch(net, cfg, list(range(n)), labels, scalars, guidance=1.0, steps=20, sampler="dpmpp_2m",
                          exact=False, device=device, image=image)
+        if codec is not None:
+            x = codec.decode(x).clamp(-1, 1)
     io.write(path, grid(to_uint8_display(x), ncol=min(n, 8))[None])
 
 
@@ -153,6 +158,11 @@ def train(cfg: config_mod.RunConfig, run_dir: str | Path, resume: bool = False, 
         dist.print0(f"warning: train.precision=bf16 but this CPU ({torch.backends.cpu.get_cpu_capability()}) has no "
                     "native bf16 (emulated it is 10-60x slower than fp32); training in fp32")
         precision = "fp32"
+    if resume and dist.is_main():   # temporary files of a killed run (the checkpoints themselves are whole)
+        from neurodiff.data.temps import remove_stale_temps
+
+        remove_stale_temps(run_dir / "checkpoints")
+        remove_stale_temps(run_dir)
     state = latest_checkpoint(run_dir) if resume else None
     if resume and state is None:
         raise NeurodiffError(f"{run_dir}: --resume given but no checkpoint found")
@@ -168,6 +178,14 @@ def train(cfg: config_mod.RunConfig, run_dir: str | Path, resume: bool = False, 
         cfg.model = saved.model
         normalizer = Normalizer(**saved.data.meta["normalizer"])
     ds = ImageDataset(cfg.data, normalizer)
+    codec = None
+    if cfg.data.codec:   # latent diffusion: the items encoded once, cached in the run folder
+        from neurodiff.data.latents import LatentDataset
+        from neurodiff.train.state import load_codec
+
+        codec = load_codec(cfg.data.codec, device)
+        ds = LatentDataset(ds, codec, run_dir / "latents.safetensors", device, progress and dist.is_main())
+        codec.shift, codec.scale = ds.meta["latent"]["shift"], ds.meta["latent"]["scale"]
     cfg = resolve(cfg, ds)
     if dist.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -285,7 +303,7 @@ def train(cfg: config_mod.RunConfig, run_dir: str | Path, resume: bool = False, 
                 tb.add_scalar("lr", rec["lr"], nimg)
             losses, t_last, n_last = [], now, nimg
         if dist.is_main() and (nimg // tc.preview_every_nimg != (nimg - tc.batch) // tc.preview_every_nimg or done):
-            _preview(ema.net, cfg, run_dir / "previews" / f"preview_{nimg:012d}.png", device, ds)
+            _preview(ema.net, cfg, run_dir / "previews" / f"preview_{nimg:012d}.png", device, ds, codec)
         if evaluator and dist.is_main() and tc.eval_every_nimg and (
                 nimg // tc.eval_every_nimg != (nimg - tc.batch) // tc.eval_every_nimg or done):
             log.write(json.dumps({"nimg": nimg, "eval": evaluator(ema.net, cfg, ds, device)}) + "\n")

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import pickle
+import shutil
 from pathlib import Path
 
 import torch
@@ -126,10 +127,32 @@ def export_model(run_dir: Path, model_dir: Path) -> Path:
     tmp = model_dir / f".model.safetensors.tmp-{os.getpid()}"
     save_file(tensors, str(tmp), metadata=meta)
     _fsync_replace(tmp, model_dir / "model.safetensors")
+    cfg = json.loads(state["config"])
+    latent = cfg.get("data", {}).get("meta", {}).get("latent")
+    if latent:   # a latent diffusion model travels with its autoencoder
+        src = Path(latent["codec"])
+        if (src / "model.safetensors").is_file():
+            (model_dir / "codec").mkdir(exist_ok=True)
+            for name in ("model.safetensors", "config.json"):
+                tmp = model_dir / "codec" / f".{name}.tmp-{os.getpid()}"
+                shutil.copyfile(src / name, tmp)
+                _fsync_replace(tmp, model_dir / "codec" / name)
+        else:
+            export_model(src, model_dir / "codec")
+        latent["codec"] = "codec"     # relative to the model folder
     cfg_tmp = model_dir / f".config.json.tmp-{os.getpid()}"
-    cfg_tmp.write_text(json.dumps(json.loads(state["config"]), indent=2))
+    cfg_tmp.write_text(json.dumps(cfg, indent=2))
     _fsync_replace(cfg_tmp, model_dir / "config.json")
     return model_dir
+
+
+def build_net(cfg: config_mod.RunConfig) -> torch.nn.Module:
+    """The network a config describes: the KL autoencoder (train.objective 'autoencoder') or the UNet."""
+    if cfg.train.objective == "autoencoder":
+        from neurodiff.nn.autoencoder import build_autoencoder
+
+        return build_autoencoder(cfg.autoencoder, cfg.model.in_channels)
+    return build_unet(cfg.model)
 
 
 class LoadedModel:
@@ -161,9 +184,41 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
         if state is None:
             raise NeurodiffError(f"{path}: neither a model folder (model.safetensors) nor a run with checkpoints")
         cfg, weights, nimg = config_mod.from_dict(json.loads(state["config"])), state["ema"], state["nimg"]
-    net = build_unet(cfg.model)
+    net = build_net(cfg)
     try:
         net.load_state_dict(weights)
     except RuntimeError as e:
         raise NeurodiffError(f"{path}: weights do not match the model config ({str(e).splitlines()[0][:160]})") from None
     return LoadedModel(net.to(device).eval().requires_grad_(False), cfg, state_digest(weights), path, nimg)
+
+
+def load_codec(path: str | Path, device="cpu", slab: int | None = None) -> "KLCodec":
+    """The autoencoder of a run or exported model folder (trained with ``neurodiff train-ae``), unit scale."""
+    from neurodiff.codec import KLCodec
+
+    model = load_model(path, device)
+    if model.cfg.train.objective != "autoencoder":
+        raise NeurodiffError(f"{path}: not an autoencoder (train it with `neurodiff train-ae`)")
+    return KLCodec(model.net, slab=model.cfg.autoencoder.decode_slab if slab is None else slab,
+                   digest=model.digest, source=str(path))
+
+
+def codec_for(cfg, device="cpu", base: str | Path | None = None):
+    """The codec a diffusion model was trained with: its autoencoder and stored latent constants, or Identity.
+    A relative codec path (an exported model's ``codec/``) is taken relative to ``base``, the model folder."""
+    from neurodiff.codec import Identity
+
+    lat = cfg.data.meta.get("latent")
+    if not lat:
+        return Identity()
+    path = Path(lat["codec"])
+    if not path.is_absolute() and base is not None:
+        path = Path(base) / path
+    if not path.exists():
+        raise NeurodiffError(f"{path}: the autoencoder this latent model was trained with is missing")
+    codec = load_codec(path, device)
+    if lat.get("codec_digest") and codec.digest != lat["codec_digest"]:
+        raise NeurodiffError(f"{lat['codec']}: this autoencoder's weights (digest {codec.digest}) differ from the ones "
+                             f"the model was trained with ({lat['codec_digest']})")
+    codec.shift, codec.scale = float(lat["shift"]), float(lat["scale"])
+    return codec

@@ -1,0 +1,30 @@
+"""Temporary files of atomic writes (``.NAME.tmpPID...``, renamed into place when whole) left by killed runs."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+_TMP_NAME = re.compile(r"^\..*\.tmp-?(\d+)")
+
+
+def remove_stale_temps(folder: str | Path) -> int:
+    """Delete the hidden temporary files (``.NAME.tmpPID...``) that a killed process left in ``folder``: those
+    whose process is gone. The finished files next to them are whole (written by rename). Returns the count."""
+    n = 0
+    folder = Path(folder)
+    for f in folder.glob(".*.tmp*") if folder.is_dir() else ():
+        m = _TMP_NAME.match(f.name)
+        if not m or int(m.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+            continue                       # its writer is still running
+        except ProcessLookupError:
+            pass
+        except (PermissionError, OverflowError):
+            continue
+        f.unlink(missing_ok=True)
+        n += 1
+    return n
