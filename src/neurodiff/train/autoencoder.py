@@ -20,8 +20,8 @@ from neurodiff.data.datasets import ImageDataset
 from neurodiff.data.normalize import Normalizer
 from neurodiff.errors import NeurodiffError
 from neurodiff.nn.autoencoder import PatchDiscriminator, build_autoencoder, hinge_d_loss, kl_loss, perceptual_loss, ssim_loss
-from neurodiff.train.loop import _autocast, _Batches, _seed, cpu_has_bf16
-from neurodiff.train.state import EMA, latest_checkpoint, save_checkpoint
+from neurodiff.train.loop import _autocast, _Batches, _seed, start_run
+from neurodiff.train.state import EMA, save_checkpoint
 
 
 def _check(cfg, ds: ImageDataset) -> None:
@@ -56,22 +56,7 @@ def train_autoencoder(cfg: config_mod.RunConfig, run_dir: str | Path, resume: bo
     device = dist.init()
     run_dir, tc, a = Path(run_dir), cfg.train, cfg.autoencoder
     cfg.train.objective = "autoencoder"
-    precision = tc.precision
-    if precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
-        dist.print0("warning: train.precision=bf16 but this CPU has no native bf16; training in fp32")
-        precision = "fp32"
-    if resume and dist.is_main():   # temporary files of a killed run (the checkpoints themselves are whole)
-        from neurodiff.data.temps import remove_stale_temps
-
-        remove_stale_temps(run_dir / "checkpoints")
-        remove_stale_temps(run_dir)
-    state = latest_checkpoint(run_dir) if resume else None
-    if resume and state is None:
-        raise NeurodiffError(f"{run_dir}: --resume given but no checkpoint found")
-    if not resume and list((run_dir / "checkpoints").glob("ckpt-*.pt")):
-        raise NeurodiffError(f"{run_dir}: already holds checkpoints; use --resume to continue or a new --out")
-    if tc.batch % dist.world_size():
-        raise NeurodiffError(f"config field 'train.batch': {tc.batch} is not divisible by {dist.world_size()} processes")
+    precision, state = start_run(run_dir, resume, tc, device)
     normalizer = None
     if state is not None:
         saved = config_mod.from_dict(json.loads(state["config"]))

@@ -141,24 +141,16 @@ def _preview(net, cfg, path: Path, device, ds, codec=None) -> None:
     io.write(path, grid(to_uint8_display(x), ncol=min(n, 8))[None])
 
 
-def train(cfg: config_mod.RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
-          max_steps: int | None = None, max_seconds: float | None = None, evaluator=None) -> dict:
-    """Train (or resume) a diffusion model into ``run_dir``; returns a summary of the run.
-
-    ``max_steps`` / ``max_seconds`` stop early (a checkpoint is written); ``--resume`` continues from there.
-    ``evaluator(net, cfg, dataset, device) -> dict`` runs every ``train.eval_every_nimg`` (logged as 'eval').
-    """
-    t_start = time.time()
-    device = dist.init()
-    run_dir = Path(run_dir)
-    tc = cfg.train
+def start_run(run_dir: Path, resume: bool, tc, device) -> tuple[str, dict | None]:
+    """Checks and state shared by every training run: the precision to use, the checkpoint to resume (or None).
+    A resumed run first removes the temporary files of a killed one (the checkpoints themselves are whole)."""
     precision = tc.precision
     if precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
         # bf16 only buys speed; emulated it costs it (measured 60x slower convolutions on an AVX2 EPYC)
         dist.print0(f"warning: train.precision=bf16 but this CPU ({torch.backends.cpu.get_cpu_capability()}) has no "
                     "native bf16 (emulated it is 10-60x slower than fp32); training in fp32")
         precision = "fp32"
-    if resume and dist.is_main():   # temporary files of a killed run (the checkpoints themselves are whole)
+    if resume and dist.is_main():
         from neurodiff.data.temps import remove_stale_temps
 
         remove_stale_temps(run_dir / "checkpoints")
@@ -170,6 +162,21 @@ def train(cfg: config_mod.RunConfig, run_dir: str | Path, resume: bool = False, 
         raise NeurodiffError(f"{run_dir}: already holds checkpoints; use --resume to continue or a new --out")
     if tc.batch % dist.world_size():
         raise NeurodiffError(f"config field 'train.batch': {tc.batch} is not divisible by {dist.world_size()} processes")
+    return precision, state
+
+
+def train(cfg: config_mod.RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
+          max_steps: int | None = None, max_seconds: float | None = None, evaluator=None) -> dict:
+    """Train (or resume) a diffusion model into ``run_dir``; returns a summary of the run.
+
+    ``max_steps`` / ``max_seconds`` stop early (a checkpoint is written); ``--resume`` continues from there.
+    ``evaluator(net, cfg, dataset, device) -> dict`` runs every ``train.eval_every_nimg`` (logged as 'eval').
+    """
+    t_start = time.time()
+    device = dist.init()
+    run_dir = Path(run_dir)
+    tc = cfg.train
+    precision, state = start_run(run_dir, resume, tc, device)
     normalizer = None
     if state is not None:
         saved = config_mod.from_dict(json.loads(state["config"]))
