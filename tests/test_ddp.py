@@ -61,3 +61,33 @@ def test_sharded_sampling_writes_the_same_files_as_one_process(one_process_run, 
     rows = lambda d: sorted(tuple(r.items()) for r in csv.DictReader(open(d / "manifest.csv")))  # noqa: E731
     assert rows(tmp_path / "one") == rows(tmp_path / "two")
     assert len(rows(tmp_path / "two")) == 7
+
+
+def test_latent_model_samples_with_covariates_sharded_like_one_process(tmp_path, mni):
+    """seed 001's export under torchrun: a latent model with a covariate table, two ranks, the same files."""
+    from test_latent import AE_TINY, LDM_TINY, _covariate_folder
+
+    from neurodiff.cli import main
+
+    data = tmp_path / "data"
+    cov = _covariate_folder(data, mni)
+    assert main(["train-ae", "ae-2d", "--data", str(data), "--out", str(tmp_path / "ae"), "--no-progress",
+                 "--set", "data.crop=[]"] + AE_TINY) == 0
+    ldm = tmp_path / "ldm"
+    assert main(["train", "ldm-2d", "--data", str(data), "--codec", str(tmp_path / "ae"), "--covariates", str(cov),
+                 "--out", str(ldm), "--no-progress"] + LDM_TINY) == 0
+    table = tmp_path / "table.csv"
+    table.write_text("brightness\n0.55\n0.7\n0.8\n0.95\n1.0\n")
+    args = [str(ldm), "--num-samples", "5", "--covariates", str(table), "--steps", "3", "--no-progress"]
+    one = cli("sample", *args, "--out", str(tmp_path / "one"))
+    assert one.returncode == 0, one.stderr
+    two = torchrun(29533, "sample", *args, "--out", str(tmp_path / "two"))
+    assert two.returncode == 0, two.stderr[-2000:]
+    names = sorted(p.name for p in (tmp_path / "one").glob("*.png"))
+    assert len(names) == 5 and names == sorted(p.name for p in (tmp_path / "two").glob("*.png"))
+    for name in names:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+    rows = lambda d: sorted(tuple(r.items()) for r in csv.DictReader(open(d / "manifest.csv")))  # noqa: E731
+    assert rows(tmp_path / "one") == rows(tmp_path / "two")
+    assert [r["covariates"] for r in csv.DictReader(open(tmp_path / "two" / "manifest.csv"))] == \
+        [f"brightness={v}" for v in ("0.55", "0.7", "0.8", "0.95", "1")]

@@ -177,3 +177,34 @@ def test_ldm_3d_writes_nifti_with_affine_and_a_rerun_completes_the_set(tmp_path,
         main(["train", "ldm-3d", "--data", str(volume_folder), "--codec"])
     assert main(["train", "ldm-3d", "--data", str(volume_folder), "--codec", str(ldm), "--out",
                  str(tmp_path / "x"), "--set", "data.size=[16,16,16]"]) == 2      # not an autoencoder
+
+
+def test_perceptual_term_uses_a_local_feature_file_and_reaches_the_decoder(tmp_path, mni, capsys):
+    from neurodiff.nn.autoencoder import perceptual_loss
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 4, 3))
+    x = torch.rand(2, 1, 4, 8, 8)
+    assert perceptual_loss(net, x, x) == 0
+    y = x.clone().requires_grad_(True)
+    loss = perceptual_loss(net, y, x + 0.2 * torch.randn_like(x))    # a volume: its slices through a 2D network
+    loss.backward()
+    assert loss > 0 and y.grad.abs().sum() > 0
+    feats = tmp_path / "feats.pt"
+    torch.jit.script(net).save(str(feats))
+    data = tmp_path / "data"
+    _covariate_folder(data, mni)
+    ae = tmp_path / "ae"
+    assert main(["train-ae", "ae-2d", "--data", str(data), "--out", str(ae), "--no-progress", "--set", "data.crop=[]",
+                 "--set", "autoencoder.perceptual_weight=0.1", "--set",
+                 f"autoencoder.perceptual_features={feats}"] + AE_TINY) == 0
+    import json
+    recs = [json.loads(line) for line in (ae / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["perceptual"] > 0 for r in recs)
+    assert main(["train-ae", "ae-2d", "--data", str(data), "--out", str(tmp_path / "ae2"), "--no-progress",
+                 "--set", "autoencoder.perceptual_weight=0.1"] + AE_TINY) == 2
+    assert "autoencoder.perceptual_features" in capsys.readouterr().err
+    assert main(["train-ae", "ae-2d", "--data", str(data), "--out", str(tmp_path / "ae3"), "--no-progress",
+                 "--set", "autoencoder.perceptual_weight=0.1", "--set",
+                 f"autoencoder.perceptual_features={tmp_path / 'none.pt'}"] + AE_TINY) == 2
+    assert "none.pt: no such features file" in capsys.readouterr().err
