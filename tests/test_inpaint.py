@@ -221,5 +221,21 @@ def test_evaluate_inpainting_masks_per_bin_and_the_pasted_tissue_reference(tiny_
     counted = [r for r in m["per_image"] if r["density_real"] > 0]
     assert counted and all(r["reference_density_rel_err"] == 0 for r in counted)
     assert json.loads((tmp_path / "rep" / "metrics.json").read_text())["masks_per_bin"] == 2
+    assert all(r["reference_patch_density_rel_err"] == 0 for r in m["per_image"])
+    for b, v in m["per_bin_median"].items():   # pooled: the bin's nuclei counted together
+        sel = [r for r in m["per_image"] if r["bin"] == b]
+        n_r, n_f = sum(r["real_cells"] for r in sel), sum(r["cells"] for r in sel)
+        assert v["pooled_density_rel_err"] == pytest.approx(abs(n_f - n_r) / n_r) and v["reference_pooled_density_rel_err"] == 0
+    assert all(r["real_cells"] == round(r["density_real"] * r["mask_fraction"] * 48 * 48 / 1e6) for r in m["per_image"])
+    # a repaint that erases every nucleus in the mask: in-mask density error 100 %, whole-patch error its share
+    from neurodiff.metrics.inpainting import _compare
+    from neurodiff.metrics.cells import segment_nuclei
+
+    lab = segment_nuclei(img[None], dims=2)
+    mask = np.zeros((48, 48), bool)
+    mask[:29] = True                # the top rows hold 5 of the 8 nuclei whole
+    erased = np.where(mask, 0, img)[None].astype(np.uint8)
+    e = _compare(lab, segment_nuclei(erased, dims=2), mask, "")
+    assert e["density_rel_err"] == 1 and e["real_cells"] == 5 and e["patch_density_rel_err"] == pytest.approx(5 / 8)
     with pytest.raises(NeurodiffError, match="masks-per-bin"):
         evaluate_inpainting(load_model(tiny_run), intact, tmp_path / "x", masks_per_bin=0)

@@ -146,6 +146,15 @@ def test_train_ae_ldm_with_covariates_sample_both_ways_export_and_reconstruct(tm
     assert main(["sample", str(tmp_path / "exp"), "--n", "2", "--out", str(tmp_path / "unc2"), "--steps", "3",
                  "--no-progress"]) == 0
     assert np.array_equal(io.read(tmp_path / "unc2" / "sample_000001.png")[0], io.read(unc / "sample_000001.png")[0])
+    # inpainting in latent space: a box is filled, every known pixel is restored exactly
+    img = data / "s5.png"
+    rep = tmp_path / "inpainted.png"
+    assert main(["inpaint", str(ldm), "--image", str(img), "--box", "4:11,3:13", "--out", str(rep), "--steps", "6",
+                 "--jump", "2", "--resample", "2", "--covariate", "brightness=0.8", "--no-progress"]) == 0
+    x0, x1 = io.read(img)[0][0], io.read(rep)[0][0]
+    keep = np.ones(x0.shape, bool)
+    keep[4:11, 3:13] = False
+    assert np.array_equal(x0[keep], x1[keep]) and not np.array_equal(x0[~keep], x1[~keep])
     bad = tmp_path / "bad.csv"
     bad.write_text("age\n3\n")
     assert main(["sample", str(ldm), "--n", "1", "--covariates", str(bad), "--out", str(tmp_path / "b")]) == 2

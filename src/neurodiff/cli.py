@@ -228,9 +228,8 @@ def cmd_sample(args) -> int:
             raise NeurodiffError("--covariates and --covariate: give one or the other")
         covariates = read_covariate_table(args.covariates, model.cfg)
     from neurodiff.codec import Identity
-    from neurodiff.train.state import codec_for
 
-    codec = codec_for(model.cfg, device, base=args.model)
+    codec = model.codec
     label = args.label
     if label is not None and label.lower() in ("none", ""):
         label = None
@@ -332,7 +331,9 @@ def cmd_evaluate(args) -> int:
             ref = (f" (another image's tissue pasted in: {v['reference_density_rel_err']:.1%}, "
                    f"{v['reference_mean_size_rel_err']:.1%})" if "reference_density_rel_err" in v else "")
             print(f"masks {b}: median density error {v['density_rel_err']:.1%}, mean-size error "
-                  f"{v['mean_size_rel_err']:.1%}{ref}, PSNR in mask {v['psnr_in_mask']:.2f} dB")
+                  f"{v['mean_size_rel_err']:.1%}{ref}, PSNR in mask {v['psnr_in_mask']:.2f} dB; whole patch "
+                  f"{v['patch_density_rel_err']:.1%}, {v['patch_mean_size_rel_err']:.1%}; all masks pooled "
+                  f"{v['pooled_density_rel_err']:.1%}, {v['pooled_mean_size_rel_err']:.1%}")
         print(f"{m['network_calls_per_tile']} network calls per tile; wrote {Path(args.out) / 'metrics.json'}")
         return 0
     if not args.fake:

@@ -5,6 +5,10 @@ tears (thick line segments) and missing blocks (rectangles) is drawn, the masked
 repaired image is compared with the intact one: nuclei are segmented in both (metrics/cells.py) and the nuclei
 whose centre lies inside the mask give a density (per 1e6 px^2 of mask) and a mean size; their relative errors
 are summarised per bin by the median (the cell-distribution seed's figure). PSNR and SSIM inside the mask too.
+Two further readings of the same repaints: *patch* errors compare the density and mean size of all nuclei of
+the whole image before and after the repaint (the seed's patch-level comparison, where the known pixels count
+too), and *pooled* errors compare the nuclei of all a bin's masks together (total count, mean size over all
+nuclei): whether the model follows the cell distribution, free of the counting noise of a few nuclei per mask.
 
 A reference row needs no model: the same mask filled with the pixels of *another* intact image of the same
 shape (real tissue, but not this image's). Its errors are what a sampler of real tissue that ignored the context
@@ -24,6 +28,7 @@ from neurodiff.data import io
 from neurodiff.errors import NeurodiffError
 
 BINS = ((0.05, 0.15), (0.15, 0.30), (0.30, 0.50))
+ERRORS = ("density_rel_err", "mean_size_rel_err", "patch_density_rel_err", "patch_mean_size_rel_err")
 
 
 def random_mask(spatial: tuple[int, ...], lo: float, hi: float, seed: int) -> np.ndarray:
@@ -54,10 +59,35 @@ def random_mask(spatial: tuple[int, ...], lo: float, hi: float, seed: int) -> np
 
 def masked_cells(labels: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
     """(density per 1e6 px of mask, mean size in px) of the nuclei whose centre lies in ``mask``."""
+    n, total = _count(labels, mask)
+    return n / mask.sum() * 1e6, total / n if n else float("nan")
+
+
+def _count(labels: np.ndarray, mask: np.ndarray) -> tuple[int, float]:
+    """(number, summed area in px) of the nuclei whose centre lies in ``mask``."""
     from skimage.measure import regionprops
 
     areas = [p.area for p in regionprops(labels) if mask[tuple(int(round(c)) for c in p.centroid)]]
-    return len(areas) / mask.sum() * 1e6, float(np.mean(areas)) if areas else float("nan")
+    return len(areas), float(np.sum(areas))
+
+
+def _compare(lab_real, lab_other, mask, prefix: str) -> dict:
+    """In-mask and whole-patch relative errors of density and mean size, and the in-mask counts for pooling."""
+    full = np.ones_like(mask)
+    (n_r, s_r), (n_o, s_o) = _count(lab_real, mask), _count(lab_other, mask)
+    (pn_r, ps_r), (pn_o, ps_o) = _count(lab_real, full), _count(lab_other, full)
+    mean = lambda s, n: s / n if n else float("nan")  # noqa: E731
+    return {f"{prefix}density_rel_err": _rel(n_o, n_r), f"{prefix}mean_size_rel_err": _rel(mean(s_o, n_o), mean(s_r, n_r)),
+            f"{prefix}patch_density_rel_err": _rel(pn_o, pn_r),
+            f"{prefix}patch_mean_size_rel_err": _rel(mean(ps_o, pn_o), mean(ps_r, pn_r)),
+            f"{prefix}cells": n_o, f"{prefix}cell_area": s_o, "real_cells": n_r, "real_cell_area": s_r}
+
+
+def _pooled(rows: list[dict], prefix: str) -> dict:
+    n_r, s_r = sum(r["real_cells"] for r in rows), sum(r["real_cell_area"] for r in rows)
+    n_o, s_o = sum(r[f"{prefix}cells"] for r in rows), sum(r[f"{prefix}cell_area"] for r in rows)
+    return {f"{prefix}pooled_density_rel_err": _rel(n_o, n_r),
+            f"{prefix}pooled_mean_size_rel_err": _rel(s_o / n_o if n_o else float("nan"), s_r / n_r if n_r else 0.0)}
 
 
 def _ssim_in_mask(image, xf, xr, rng, m) -> float | None:
@@ -105,30 +135,32 @@ def evaluate_inpainting(model, real_dir, out_dir, *, steps: int = 250, jump: int
             name = f"{stem}_bin{b}{f'_m{r}' if r else ''}{p.name[len(stem):]}"
             io.write(out_dir / "repaired" / name, y, meta)
             io.write(out_dir / "masks" / name, mask[None].astype(np.uint8) * 255, io.ImageMeta(meta.format, "uint8"))
+            lab_rep = segment_nuclei(y, dims=dims)
             d_r, a_r = masked_cells(lab_real, mask)
-            d_f, a_f = masked_cells(segment_nuclei(y, dims=dims), mask)
+            d_f, a_f = masked_cells(lab_rep, mask)
             rng = float(x.max() - x.min()) or 1.0
             xr, xf = torch.from_numpy(x[None].astype(np.float32)), torch.from_numpy(y[None].astype(np.float32))
             m = torch.from_numpy(np.broadcast_to(mask, x.shape)[None].copy())
             rows.append({"file": p.name, "bin": f"{lo:.0%}-{hi:.0%}", "mask_fraction": float(mask.mean()),
-                         "density_real": d_r, "density_repaired": d_f, "density_rel_err": _rel(d_f, d_r),
-                         "mean_size_real": a_r, "mean_size_repaired": a_f, "mean_size_rel_err": _rel(a_f, a_r),
+                         "density_real": d_r, "density_repaired": d_f, "mean_size_real": a_r, "mean_size_repaired": a_f,
+                         **_compare(lab_real, lab_rep, mask, ""),
                          "psnr_in_mask": float(image.psnr(xf, xr, rng, m)[0]),
                          "ssim_in_mask": _ssim_in_mask(image, xf, xr, rng, m),
                          "network_calls_per_tile": info["network_calls_per_tile"], "tiles": info["tiles"]})
             if donor is not None:    # the reference: another real image's tissue in the same mask
                 pasted = np.where(np.broadcast_to(mask, x.shape), donor, x)
-                d_p, a_p = masked_cells(segment_nuclei(pasted, dims=dims), mask)
-                rows[-1].update(reference_density_rel_err=_rel(d_p, d_r), reference_mean_size_rel_err=_rel(a_p, a_r))
+                rows[-1].update(_compare(lab_real, segment_nuclei(pasted, dims=dims), mask, "reference_"))
             if progress:
                 print(f"{p.name} mask {mask.mean():.0%}: density error {rows[-1]['density_rel_err']:.1%}, "
                       f"size error {rows[-1]['mean_size_rel_err']:.1%}", flush=True)
     per_bin = {}
     for lo, hi in BINS:
         sel = [r for r in rows if r["bin"] == f"{lo:.0%}-{hi:.0%}"]
-        keys = ("density_rel_err", "mean_size_rel_err", "psnr_in_mask") + (
-            ("reference_density_rel_err", "reference_mean_size_rel_err") if "reference_density_rel_err" in sel[0] else ())
+        prefixes = ("", "reference_") if "reference_cells" in sel[0] else ("",)
+        keys = ("psnr_in_mask",) + tuple(p + k for p in prefixes for k in ERRORS)
         per_bin[f"{lo:.0%}-{hi:.0%}"] = {k: float(np.nanmedian([r[k] for r in sel])) for k in keys}
+        for pre in prefixes:
+            per_bin[f"{lo:.0%}-{hi:.0%}"].update(_pooled(sel, pre))
         per_bin[f"{lo:.0%}-{hi:.0%}"]["masks"] = len(sel)
         ssims = [r["ssim_in_mask"] for r in sel if r["ssim_in_mask"] is not None]
         per_bin[f"{lo:.0%}-{hi:.0%}"]["ssim_in_mask"] = float(np.median(ssims)) if ssims else None
@@ -136,7 +168,10 @@ def evaluate_inpainting(model, real_dir, out_dir, *, steps: int = 250, jump: int
          "steps": steps, "jump": jump, "resample": resample, "network_calls_per_tile": rows[0]["network_calls_per_tile"],
          "n_images": len(files), "masks_per_bin": masks_per_bin, "seconds": time.perf_counter() - t0, "per_bin_median": per_bin,
          "density_rel_err_median": float(np.nanmedian([r["density_rel_err"] for r in rows])),
-         "mean_size_rel_err_median": float(np.nanmedian([r["mean_size_rel_err"] for r in rows])), "per_image": rows}
+         "mean_size_rel_err_median": float(np.nanmedian([r["mean_size_rel_err"] for r in rows])),
+         "patch_density_rel_err_median": float(np.nanmedian([r["patch_density_rel_err"] for r in rows])),
+         "patch_mean_size_rel_err_median": float(np.nanmedian([r["patch_mean_size_rel_err"] for r in rows])),
+         **_pooled(rows, ""), "per_image": rows}
     out_dir.mkdir(parents=True, exist_ok=True)
     _atomic_write(out_dir / "metrics.json", json.dumps(m, indent=2))
     return m

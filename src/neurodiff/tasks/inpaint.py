@@ -10,6 +10,10 @@ Large images are processed tile by tile (only tiles whose centre touches the mas
 in which pixels already filled by earlier tiles count as known: the next tile continues them, so no seam
 forms, and memory is that of one tile whatever the image size. Known pixels are copied from the input array,
 never re-quantised: they are bit-identical in the output.
+
+Latent models (trained with ``--codec``) inpaint in latent space: each tile is encoded, a latent voxel is to fill
+when any pixel of its block is masked, RePaint blends the encoded known latents in, the result is decoded, and
+only the masked pixels are taken from the decode: the known pixels are restored exactly.
 """
 
 from __future__ import annotations
@@ -108,18 +112,26 @@ def _pad(x: torch.Tensor, m: torch.Tensor, factor: int):
 def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 250, jump: int = 10,
                   resample: int = 10, tile: int | None = None, overlap: int | None = None, label: int | None = None,
                   scalars: list[float] | None = None, guidance: float = 1.0, seed: int = 0, device="cpu",
-                  progress: bool = False, out=None) -> tuple[np.ndarray, dict]:
+                  progress: bool = False, out=None, codec=None) -> tuple[np.ndarray, dict]:
     """Fill ``mask`` (True = fill, spatial shape of ``image`` [C, *S] in data units) -> (image, info).
 
     ``image`` may be a lazy array (zarr) when ``out`` is a writable one holding a copy of it: tiles are then read
-    and written one at a time, and memory does not grow with the image.
+    and written one at a time, and memory does not grow with the image. ``codec``: a latent model's autoencoder
+    (default: the one it was trained with).
     """
+    from neurodiff.codec import Identity
+
     cfg = model.cfg
     spatial = tuple(image.shape[1:])
     if len(spatial) != cfg.model.dims:
         raise NeurodiffError(f"the image is {len(spatial)}D ({list(image.shape)}), the model is {cfg.model.dims}D")
-    if image.shape[0] != cfg.model.in_channels:
-        raise NeurodiffError(f"the image has {image.shape[0]} channel(s), the model takes {cfg.model.in_channels}")
+    codec = codec if codec is not None else getattr(model, "codec", Identity())
+    if cfg.data.meta.get("latent") and isinstance(codec, Identity):
+        raise NeurodiffError("a latent model: give its autoencoder (codec=) to inpaint")
+    latent = not isinstance(codec, Identity)
+    channels = codec.ae.in_channels if latent else cfg.model.in_channels
+    if image.shape[0] != channels:
+        raise NeurodiffError(f"the image has {image.shape[0]} channel(s), the model takes {channels}")
     if cfg.model.cond_image_channels:
         raise NeurodiffError(f"{getattr(model, 'source', 'the model')}: takes a conditioning image (context slices or "
                              "a low-res input); inpainting needs an image-only model")
@@ -134,8 +146,8 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
     sigmas = sampling_sigmas(precond, steps, d.sigma_min, d.sigma_max, d.rho).to(torch.float64)
     schedule = jump_schedule(len(sigmas) - 1, jump, resample)
     init = float((1 + sigmas[0] ** 2).sqrt() / sigmas[0]) if getattr(precond, "sigma_table", None) is not None else 1.0
-    factor = 2 ** (len(cfg.model.channel_mult) - 1)
-    tile = tile if tile is not None else max(cfg.data.meta.get("shape", [0, 256])[1:])
+    factor = 2 ** (len(cfg.model.channel_mult) - 1) * codec.factor
+    tile = tile if tile is not None else max(cfg.data.meta.get("shape", [0, 256])[1:]) * codec.factor
     if tile and tile % factor:
         raise NeurodiffError(f"--tile {tile}: must be a multiple of {factor} (the model's downsampling)")
     overlap = min(32, tile // 4) if overlap is None else overlap
@@ -164,10 +176,17 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
                                      "mask them and set them to a finite value first")
             known = torch.from_numpy(norm.normalize(view))[None]
             x, m, crop = _pad(known, fill, factor)
+            if latent:      # known latents from the encoder; a latent voxel is filled if any of its pixels is
+                x = codec.encode(x.float().to(device)).cpu()
+                m = torch.nn.functional.max_pool2d(m.float(), codec.factor) if m.ndim == 4 else \
+                    torch.nn.functional.max_pool3d(m.float(), codec.factor)
+                m = m.bool()
             D = build_denoiser(model.net, precond, cond, 1, guidance, True, list(x.shape[1:]))
             gen = [torch.Generator().manual_seed(sample_seed(seed, k))]
             y = repaint(lambda a, s: D(a.float().to(device), s.to(device)).cpu(), x, m, sigmas, schedule, gen,
                         init)
+            if latent:
+                y = codec.decode(y.to(device)).float().clamp(-1, 1).cpu()
             y = y if crop is None else y[(slice(None), slice(None), *crop)]
             values = norm.denormalize(y[0], dtype)
             view[:, commit] = values[:, commit]

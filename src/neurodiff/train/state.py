@@ -160,6 +160,15 @@ class LoadedModel:
 
     def __init__(self, net: UNet, cfg: config_mod.RunConfig, digest: str, source: Path, nimg: int):
         self.net, self.cfg, self.digest, self.source, self.nimg = net, cfg, digest, source, nimg
+        self._codec = None
+
+    @property
+    def codec(self):
+        """The codec the model was trained with (Identity for pixel models), loaded on first use, on its device."""
+        if self._codec is None:
+            device = next(self.net.parameters()).device
+            self._codec = codec_for(self.cfg, device, base=self.source)
+        return self._codec
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
