@@ -57,10 +57,8 @@ def random_mask(spatial: tuple[int, ...], lo: float, hi: float, seed: int) -> np
     return np.broadcast_to(m, spatial).copy()
 
 
-def masked_cells(labels: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
-    """(density per 1e6 px of mask, mean size in px) of the nuclei whose centre lies in ``mask``."""
-    n, total = _count(labels, mask)
-    return n / mask.sum() * 1e6, total / n if n else float("nan")
+def _mean(total: float, n: int) -> float:
+    return total / n if n else float("nan")
 
 
 def _count(labels: np.ndarray, mask: np.ndarray) -> tuple[int, float]:
@@ -76,10 +74,9 @@ def _compare(lab_real, lab_other, mask, prefix: str) -> dict:
     full = np.ones_like(mask)
     (n_r, s_r), (n_o, s_o) = _count(lab_real, mask), _count(lab_other, mask)
     (pn_r, ps_r), (pn_o, ps_o) = _count(lab_real, full), _count(lab_other, full)
-    mean = lambda s, n: s / n if n else float("nan")  # noqa: E731
-    return {f"{prefix}density_rel_err": _rel(n_o, n_r), f"{prefix}mean_size_rel_err": _rel(mean(s_o, n_o), mean(s_r, n_r)),
+    return {f"{prefix}density_rel_err": _rel(n_o, n_r), f"{prefix}mean_size_rel_err": _rel(_mean(s_o, n_o), _mean(s_r, n_r)),
             f"{prefix}patch_density_rel_err": _rel(pn_o, pn_r),
-            f"{prefix}patch_mean_size_rel_err": _rel(mean(ps_o, pn_o), mean(ps_r, pn_r)),
+            f"{prefix}patch_mean_size_rel_err": _rel(_mean(ps_o, pn_o), _mean(ps_r, pn_r)),
             f"{prefix}cells": n_o, f"{prefix}cell_area": s_o, "real_cells": n_r, "real_cell_area": s_r}
 
 
@@ -87,7 +84,7 @@ def _pooled(rows: list[dict], prefix: str) -> dict:
     n_r, s_r = sum(r["real_cells"] for r in rows), sum(r["real_cell_area"] for r in rows)
     n_o, s_o = sum(r[f"{prefix}cells"] for r in rows), sum(r[f"{prefix}cell_area"] for r in rows)
     return {f"{prefix}pooled_density_rel_err": _rel(n_o, n_r),
-            f"{prefix}pooled_mean_size_rel_err": _rel(s_o / n_o if n_o else float("nan"), s_r / n_r if n_r else 0.0)}
+            f"{prefix}pooled_mean_size_rel_err": _rel(_mean(s_o, n_o), _mean(s_r, n_r))}
 
 
 def _ssim_in_mask(image, xf, xr, rng, m) -> float | None:
@@ -135,15 +132,15 @@ def evaluate_inpainting(model, real_dir, out_dir, *, steps: int = 250, jump: int
             name = f"{stem}_bin{b}{f'_m{r}' if r else ''}{p.name[len(stem):]}"
             io.write(out_dir / "repaired" / name, y, meta)
             io.write(out_dir / "masks" / name, mask[None].astype(np.uint8) * 255, io.ImageMeta(meta.format, "uint8"))
-            lab_rep = segment_nuclei(y, dims=dims)
-            d_r, a_r = masked_cells(lab_real, mask)
-            d_f, a_f = masked_cells(lab_rep, mask)
+            cells = _compare(lab_real, segment_nuclei(y, dims=dims), mask, "")
+            area = mask.sum() / 1e6      # densities per 1e6 px of mask
             rng = float(x.max() - x.min()) or 1.0
             xr, xf = torch.from_numpy(x[None].astype(np.float32)), torch.from_numpy(y[None].astype(np.float32))
             m = torch.from_numpy(np.broadcast_to(mask, x.shape)[None].copy())
             rows.append({"file": p.name, "bin": f"{lo:.0%}-{hi:.0%}", "mask_fraction": float(mask.mean()),
-                         "density_real": d_r, "density_repaired": d_f, "mean_size_real": a_r, "mean_size_repaired": a_f,
-                         **_compare(lab_real, lab_rep, mask, ""),
+                         "density_real": cells["real_cells"] / area, "density_repaired": cells["cells"] / area,
+                         "mean_size_real": _mean(cells["real_cell_area"], cells["real_cells"]),
+                         "mean_size_repaired": _mean(cells["cell_area"], cells["cells"]), **cells,
                          "psnr_in_mask": float(image.psnr(xf, xr, rng, m)[0]),
                          "ssim_in_mask": _ssim_in_mask(image, xf, xr, rng, m),
                          "network_calls_per_tile": info["network_calls_per_tile"], "tiles": info["tiles"]})

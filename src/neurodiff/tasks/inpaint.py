@@ -178,9 +178,7 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
             x, m, crop = _pad(known, fill, factor)
             if latent:      # known latents from the encoder; a latent voxel is filled if any of its pixels is
                 x = codec.encode(x.float().to(device)).cpu()
-                m = torch.nn.functional.max_pool2d(m.float(), codec.factor) if m.ndim == 4 else \
-                    torch.nn.functional.max_pool3d(m.float(), codec.factor)
-                m = m.bool()
+                m = getattr(torch.nn.functional, f"max_pool{m.ndim - 2}d")(m.float(), codec.factor).bool()
             D = build_denoiser(model.net, precond, cond, 1, guidance, True, list(x.shape[1:]))
             gen = [torch.Generator().manual_seed(sample_seed(seed, k))]
             y = repaint(lambda a, s: D(a.float().to(device), s.to(device)).cpu(), x, m, sigmas, schedule, gen,
