@@ -239,3 +239,64 @@ def test_evaluate_inpainting_masks_per_bin_and_the_pasted_tissue_reference(tiny_
     assert e["density_rel_err"] == 1 and e["real_cells"] == 5 and e["patch_density_rel_err"] == pytest.approx(5 / 8)
     with pytest.raises(NeurodiffError, match="masks-per-bin"):
         evaluate_inpainting(load_model(tiny_run), intact, tmp_path / "x", masks_per_bin=0)
+
+
+def test_flips_compare_the_likeliest_classes():
+    from neurodiff.metrics.inpainting import compare_classes
+
+    p = np.array([0.6, 0.3, 0.1])
+    assert compare_classes(p, p, "") == {"class": 0, "flip": 0, "flip_top2": 0}
+    assert compare_classes(p, np.array([0.3, 0.5, 0.2]), "r_") == {"r_class": 1, "r_flip": 1, "r_flip_top2": 0}
+    assert compare_classes(p, np.array([0.1, 0.2, 0.7]), "") == {"class": 2, "flip": 1, "flip_top2": 1}
+
+
+class BrightLeft(torch.nn.Module):
+    """A 'classifier': class 1 when the left half is brighter than the right, else class 0 (logits [N, 2])."""
+
+    def forward(self, x):
+        w = x.shape[-1] // 2
+        d = x[..., :w].mean(dim=(1, 2, 3)) - x[..., w:].mean(dim=(1, 2, 3))
+        return torch.stack([-d, d], dim=1) * 50
+
+
+def test_evaluate_inpainting_counts_classification_flips(tiny_run, tmp_path, slice_folder, capsys):
+    import json
+
+    from neurodiff.metrics.features import load_classifier
+
+    img = np.zeros((48, 48), np.uint8)
+    img[:, :24] = 180                        # bright left half: class 1
+    intact = tmp_path / "intact"
+    io.write(intact / "a.png", img[None])
+    io.write(intact / "b.png", img[None])    # identical donor: pasting its tissue never flips a class
+    clf_file = tmp_path / "bright_left.pt"
+    torch.jit.script(BrightLeft()).save(str(clf_file))
+    assert main(["evaluate", "--task", "inpainting", "--model", str(tiny_run), "--real", str(intact), "--out",
+                 str(tmp_path / "rep"), "--steps", "3", "--jump", "1", "--resample", "1", "--classifier",
+                 str(clf_file)]) == 0
+    assert "classification flips" in capsys.readouterr().out
+    m = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    clf = load_classifier(clf_file)
+    for r in m["per_image"]:                 # each flip agrees with the classifier run on the written files
+        b = r["bin"]
+        k = ["5%-15%", "15%-30%", "30%-50%"].index(b)
+        y = io.read(tmp_path / "rep" / "repaired" / f"{r['file'][0]}_bin{k}.png")[0]
+        x = torch.from_numpy(y.astype(np.float32) / 90.0 - 1.0)[None]   # min-max of the intact set: 0..180
+        assert r["class_real"] == 1 and r["class"] == int(clf(x).argmax()) and r["flip"] == int(r["class"] != 1)
+        assert r["reference_flip"] == 0 and r["flip_top2"] == 0       # two classes: always in the top 2
+    for b, v in m["per_bin_median"].items():
+        sel = [r for r in m["per_image"] if r["bin"] == b]
+        assert v["classification_flips"] == pytest.approx(np.mean([r["flip"] for r in sel]))
+        assert v["reference_classification_flips"] == 0
+    assert m["classifier"] == str(clf_file)
+    # a feature network trained here on class sub-folders serves too; one trained without labels is refused
+    feats = tmp_path / "f.safetensors"
+    assert main(["train-features", "--data", str(slice_folder), "--out", str(feats), "--steps", "2", "--batch", "4",
+                 "--size", "32", "--no-progress"]) == 0
+    assert load_classifier(feats)(torch.zeros(3, 1, 48, 48)).shape == (3, 2)   # classes high / low
+    assert main(["train-features", "--data", str(slice_folder), "--out", str(tmp_path / "u.safetensors"), "--steps",
+                 "2", "--batch", "4", "--size", "32", "--no-labels", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--task", "inpainting", "--model", str(tiny_run), "--real", str(intact), "--out",
+                 str(tmp_path / "x"), "--steps", "2", "--classifier", str(tmp_path / "u.safetensors")]) == 2
+    assert "no class head" in capsys.readouterr().err

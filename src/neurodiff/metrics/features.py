@@ -58,8 +58,10 @@ class Features:
             return torch.cat([self(v, batch) for v in views], dim=1)
         out = []
         for i in range(0, len(x), batch):
-            xi = F.interpolate(x[i:i + batch].float(), size=(self.size, self.size), mode="bilinear",
-                               align_corners=False, antialias=True)
+            xi = x[i:i + batch].float()
+            if self.size:    # size 0: the network takes any size (a user's classifier)
+                xi = F.interpolate(xi, size=(self.size, self.size), mode="bilinear", align_corners=False,
+                                   antialias=True)
             try:
                 out.append(self.fn(xi).float())
             except RuntimeError:
@@ -113,6 +115,20 @@ def load_features(path: str | Path, device="cpu") -> Features:
     except Exception as e:  # noqa: BLE001
         raise NeurodiffError(f"{path}: not a TorchScript module ({str(e).splitlines()[0][:100]})") from None
     return Features(module, 299 if "incep" in path.name.lower() else 64, None, 0, str(path))
+
+
+def load_classifier(path: str | Path, device="cpu") -> Features:
+    """A classifier for classification flips: ``clf(x [N, C, H, W]) -> logits [N, K]``. Either a train-features
+    file with a class head (trained on labelled images) or a TorchScript / torch.export module that takes the image
+    whole, min-max scaled to [-1, 1] (``normalizer`` None: the caller scales)."""
+    f = load_features(path, device)
+    if isinstance(f.fn, FeatureNet):
+        net = f.fn
+        if net.classifier is None:
+            raise NeurodiffError(f"{path}: this feature network has no class head (train-features saw no labels); "
+                                 "train it on class sub-folders to use it as a classifier")
+        return Features(lambda x: net.classifier(net(x)), f.size, f.normalizer, f.in_channels, f.source)
+    return Features(f.fn, 0, None, 0, f.source)
 
 
 def _views(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:

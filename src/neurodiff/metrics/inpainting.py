@@ -9,6 +9,9 @@ Two further readings of the same repaints: *patch* errors compare the density an
 the whole image before and after the repaint (the seed's patch-level comparison, where the known pixels count
 too), and *pooled* errors compare the nuclei of all a bin's masks together (total count, mean size over all
 nuclei): whether the model follows the cell distribution, free of the counting noise of a few nuclei per mask.
+With a classifier (``classifier``: a train-features file with a class head, or the user's TorchScript module),
+*classification flips* are counted: the share of repaints whose predicted class differs from the intact image's,
+and the share whose intact class is not even among the repaired image's two likeliest (the seed's top-2 reading).
 
 A reference row needs no model: the same mask filled with the pixels of *another* intact image of the same
 shape (real tissue, but not this image's). Its errors are what a sampler of real tissue that ignored the context
@@ -87,11 +90,44 @@ def _pooled(rows: list[dict], prefix: str) -> dict:
             f"{prefix}pooled_mean_size_rel_err": _rel(_mean(s_o, n_o), _mean(s_r, n_r))}
 
 
+def class_probs(clf, normalizer, x: np.ndarray) -> np.ndarray:
+    """Class probabilities [K] of one 2D image [C, H, W] in data units."""
+    t = torch.from_numpy(np.ascontiguousarray(normalizer.normalize(x.astype(np.float32))))[None]
+    return torch.softmax(clf(t).double(), dim=1)[0].numpy()
+
+
+def compare_classes(p_real: np.ndarray, p_other: np.ndarray, prefix: str) -> dict:
+    """Whether the likeliest class changed, and whether the intact class fell out of the two likeliest."""
+    top = int(p_real.argmax())
+    return {f"{prefix}class": int(p_other.argmax()), f"{prefix}flip": int(p_other.argmax() != top),
+            f"{prefix}flip_top2": int(top not in np.argsort(-p_other, kind="stable")[:2])}
+
+
+def _load_classifier(path, files):
+    """(classifier, normaliser): a TorchScript module gets the intact set min-max scaled to [-1, 1]."""
+    from neurodiff.data.normalize import Normalizer
+    from neurodiff.metrics.features import load_classifier
+
+    clf = load_classifier(path)
+    if clf.normalizer is not None:
+        return clf, clf.normalizer
+    lo, hi = np.inf, -np.inf
+    for p in files:
+        x = io.read(p)[0]
+        lo, hi = min(lo, float(x.min())), max(hi, float(x.max()))
+    return clf, Normalizer("minmax", lo, hi if hi > lo else lo + 1.0)
+
+
 def _ssim_in_mask(image, xf, xr, rng, m) -> float | None:
     try:
         return float(image.ssim(xf, xr, rng, m)[0])
     except NeurodiffError:    # a mask too thin for one whole SSIM window
         return None
+
+
+def _flip_rates(rows: list[dict], prefix: str) -> dict:
+    return {f"{prefix}classification_flips": float(np.mean([r[f"{prefix}flip"] for r in rows])),
+            f"{prefix}classification_flips_top2": float(np.mean([r[f"{prefix}flip_top2"] for r in rows]))}
 
 
 def _rel(f: float, r: float) -> float:
@@ -100,7 +136,7 @@ def _rel(f: float, r: float) -> float:
 
 def evaluate_inpainting(model, real_dir, out_dir, *, steps: int = 250, jump: int = 10, resample: int = 10,
                         tile: int | None = None, overlap: int | None = None, limit: int | None = None, seed: int = 0,
-                        masks_per_bin: int = 1, progress: bool = True) -> dict:
+                        masks_per_bin: int = 1, classifier: str | Path | None = None, progress: bool = True) -> dict:
     """Repaint random masks on the intact images of ``real_dir``; metrics.json + repaired images in ``out_dir``."""
     from neurodiff.metrics import image
     from neurodiff.metrics.cells import segment_nuclei
@@ -113,12 +149,16 @@ def evaluate_inpainting(model, real_dir, out_dir, *, steps: int = 250, jump: int
         raise NeurodiffError(f"{real_dir}: no image files")
     if isinstance(masks_per_bin, bool) or not isinstance(masks_per_bin, int) or masks_per_bin < 1:
         raise NeurodiffError(f"--masks-per-bin: expected an integer >= 1, got {masks_per_bin!r}")
+    clf = _load_classifier(classifier, files) if classifier else None
     rows, t0 = [], time.perf_counter()
     jobs = [(b, r) for b in range(len(BINS)) for r in range(masks_per_bin)]
     for i, p in enumerate(files):
         x, meta = io.read(p)
         dims = x.ndim - 1
         lab_real = segment_nuclei(x, dims=dims)
+        if clf is not None and dims != 2:
+            raise NeurodiffError(f"{p}: classification flips need 2D images, got a volume of shape {x.shape}")
+        p_real = class_probs(*clf, x) if clf is not None else None
         donor = io.read(files[(i + 1) % len(files)])[0] if len(files) > 1 else None
         if donor is not None and donor.shape != x.shape:
             donor = None
@@ -144,9 +184,13 @@ def evaluate_inpainting(model, real_dir, out_dir, *, steps: int = 250, jump: int
                          "psnr_in_mask": float(image.psnr(xf, xr, rng, m)[0]),
                          "ssim_in_mask": _ssim_in_mask(image, xf, xr, rng, m),
                          "network_calls_per_tile": info["network_calls_per_tile"], "tiles": info["tiles"]})
+            if p_real is not None:
+                rows[-1].update(class_real=int(p_real.argmax()), **compare_classes(p_real, class_probs(*clf, y), ""))
             if donor is not None:    # the reference: another real image's tissue in the same mask
                 pasted = np.where(np.broadcast_to(mask, x.shape), donor, x)
                 rows[-1].update(_compare(lab_real, segment_nuclei(pasted, dims=dims), mask, "reference_"))
+                if p_real is not None:
+                    rows[-1].update(compare_classes(p_real, class_probs(*clf, pasted), "reference_"))
             if progress:
                 print(f"{p.name} mask {mask.mean():.0%}: density error {rows[-1]['density_rel_err']:.1%}, "
                       f"size error {rows[-1]['mean_size_rel_err']:.1%}", flush=True)
@@ -159,6 +203,8 @@ def evaluate_inpainting(model, real_dir, out_dir, *, steps: int = 250, jump: int
         for pre in prefixes:
             per_bin[f"{lo:.0%}-{hi:.0%}"].update(_pooled(sel, pre))
         per_bin[f"{lo:.0%}-{hi:.0%}"]["masks"] = len(sel)
+        for pre in (prefixes if clf is not None else ()):
+            per_bin[f"{lo:.0%}-{hi:.0%}"].update(_flip_rates(sel, pre))
         ssims = [r["ssim_in_mask"] for r in sel if r["ssim_in_mask"] is not None]
         per_bin[f"{lo:.0%}-{hi:.0%}"]["ssim_in_mask"] = float(np.median(ssims)) if ssims else None
     m = {"task": "inpainting", "model": str(getattr(model, "source", "")), "real": str(real_dir),
@@ -168,7 +214,8 @@ def evaluate_inpainting(model, real_dir, out_dir, *, steps: int = 250, jump: int
          "mean_size_rel_err_median": float(np.nanmedian([r["mean_size_rel_err"] for r in rows])),
          "patch_density_rel_err_median": float(np.nanmedian([r["patch_density_rel_err"] for r in rows])),
          "patch_mean_size_rel_err_median": float(np.nanmedian([r["patch_mean_size_rel_err"] for r in rows])),
-         **_pooled(rows, ""), "per_image": rows}
+         **_pooled(rows, ""), **(_flip_rates(rows, "") if clf is not None else {}),
+         "classifier": str(classifier) if classifier else None, "per_image": rows}
     out_dir.mkdir(parents=True, exist_ok=True)
     _atomic_write(out_dir / "metrics.json", json.dumps(m, indent=2))
     return m
