@@ -9,7 +9,7 @@
 #   bash bench/translate_mni.sh [OUT] [IMAGES_PER_RUN]
 set -euo pipefail
 OUT=${1:-bench/results/translate_mni}
-NIMG=${2:-12000}
+NIMG=${2:-32000}
 STEPS=${STEPS:-10}    # sampler steps (DPM-Solver++(2M)) for the held-out translations
 PY=${PY:-python}
 mkdir -p "$OUT"
