@@ -7,6 +7,7 @@
 # Every row also reports a reference that needs no model: the mask filled with another intact image's tissue.
 #   bash bench/inpaint_ihc.sh [OUT] [TRAIN_IMAGES]
 #   SCHEDULES="250,10,10 100,10,10" MASKS=2 bash bench/inpaint_ihc.sh ...   (schedules to run, masks per bin)
+#   CLASSIFIER=OUT/classifier.safetensors ...   (also count classification flips; bench/inpaint_flips.py makes one)
 set -euo pipefail
 OUT=${1:-bench/results/inpaint_ihc}
 NIMG=${2:-16000}
@@ -37,5 +38,6 @@ MASKS=${MASKS:-1}
 for S in ${SCHEDULES:-250,10,10 100,10,10 100,10,5 50,5,5 250,10,1}; do
   IFS=, read -r ST JU RE <<< "$S"
   time neurodiff evaluate --task inpainting --model "$OUT/run" --real "$OUT/intact" --tile 128 \
-    --steps "$ST" --jump "$JU" --resample "$RE" --masks-per-bin "$MASKS" --out "$OUT/eval_${ST}_${JU}_${RE}"
+    --steps "$ST" --jump "$JU" --resample "$RE" --masks-per-bin "$MASKS" ${CLASSIFIER:+--classifier "$CLASSIFIER"} \
+    --out "$OUT/eval_${ST}_${JU}_${RE}"
 done

@@ -300,3 +300,6 @@ def test_evaluate_inpainting_counts_classification_flips(tiny_run, tmp_path, sli
     assert main(["evaluate", "--task", "inpainting", "--model", str(tiny_run), "--real", str(intact), "--out",
                  str(tmp_path / "x"), "--steps", "2", "--classifier", str(tmp_path / "u.safetensors")]) == 2
     assert "no class head" in capsys.readouterr().err
+    assert main(["evaluate", "--task", "paired", "--real", str(intact), "--fake", str(intact), "--out",
+                 str(tmp_path / "y"), "--classifier", str(clf_file)]) == 2
+    assert "--classifier: only with --task inpainting --model" in capsys.readouterr().err

@@ -341,6 +341,8 @@ def cmd_evaluate(args) -> int:
                      f"{v['classification_flips_top2']:.0%})" if "classification_flips" in v else ""))
         print(f"{m['network_calls_per_tile']} network calls per tile; wrote {Path(args.out) / 'metrics.json'}")
         return 0
+    if args.classifier:
+        raise NeurodiffError("--classifier: only with --task inpainting --model (flips of the repaints it makes)")
     if not args.fake:
         raise NeurodiffError("--fake: the folder of generated images is required (or --task inpainting --model)")
 
