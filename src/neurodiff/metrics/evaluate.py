@@ -109,10 +109,16 @@ def _classes(real: ImageSet, fake: ImageSet) -> list | None:
 
 
 def _fit_normalizer(s: ImageSet) -> Normalizer:
-    lo = min(float(a.min()) for a in s.arrays)
-    hi = max(float(a.max()) for a in s.arrays)
-    if hi <= lo:
-        raise NeurodiffError(f"{s.root}: all images are constant")
+    return minmax_normalizer(s.arrays, s.root)
+
+
+def minmax_normalizer(arrays, where) -> Normalizer:
+    """Min-max over a set of arrays (any iterable, read once) to [-1, 1]; ``where`` names the set in errors."""
+    lo, hi = np.inf, -np.inf
+    for a in arrays:
+        lo, hi = min(lo, float(a.min())), max(hi, float(a.max()))
+    if not hi > lo:
+        raise NeurodiffError(f"{where}: all images are constant")
     return Normalizer("minmax", lo, hi)
 
 

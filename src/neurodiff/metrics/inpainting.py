@@ -105,17 +105,11 @@ def compare_classes(p_real: np.ndarray, p_other: np.ndarray, prefix: str) -> dic
 
 def _load_classifier(path, files):
     """(classifier, normaliser): a TorchScript module gets the intact set min-max scaled to [-1, 1]."""
-    from neurodiff.data.normalize import Normalizer
+    from neurodiff.metrics.evaluate import minmax_normalizer
     from neurodiff.metrics.features import load_classifier
 
     clf = load_classifier(path)
-    if clf.normalizer is not None:
-        return clf, clf.normalizer
-    lo, hi = np.inf, -np.inf
-    for p in files:
-        x = io.read(p)[0]
-        lo, hi = min(lo, float(x.min())), max(hi, float(x.max()))
-    return clf, Normalizer("minmax", lo, hi if hi > lo else lo + 1.0)
+    return clf, clf.normalizer or minmax_normalizer((io.read(p)[0] for p in files), files[0].parent)
 
 
 def _ssim_in_mask(image, xf, xr, rng, m) -> float | None:
