@@ -303,3 +303,26 @@ def test_evaluate_inpainting_counts_classification_flips(tiny_run, tmp_path, sli
     assert main(["evaluate", "--task", "paired", "--real", str(intact), "--fake", str(intact), "--out",
                  str(tmp_path / "y"), "--classifier", str(clf_file)]) == 2
     assert "--classifier: only with --task inpainting --model" in capsys.readouterr().err
+
+
+def test_bf16_inpainting_keeps_known_pixels_and_stays_close_to_float32(tiny_run, mni, tmp_path, capsys):
+    """--precision bf16 runs the network under bf16 autocast (on CPUs too): the fill changes a little, the known
+    pixels not at all; a bad value and --precision outside inpainting --model are one-line errors."""
+    from neurodiff.train.state import load_model
+
+    model = load_model(tiny_run)
+    img = mni[40:104, 30:94, 90].astype(np.float32)[None]
+    mask = np.zeros(img.shape[1:], bool)
+    mask[20:40, 10:50] = True
+    runs = {p: inpaint_array(model, img, mask, steps=4, jump=2, resample=2, tile=0, seed=3, precision=p)[0]
+            for p in ("fp32", "auto", "bf16")}
+    assert np.array_equal(runs["auto"], runs["fp32"])          # auto = exact float32 on a CPU
+    y = runs["bf16"]
+    assert np.array_equal(y[:, ~mask], img[:, ~mask])
+    diff = np.abs(y[:, mask] - runs["fp32"][:, mask])
+    assert 0 < diff.max() and diff.mean() < 0.05 * np.ptp(img), (diff.max(), diff.mean())
+    with pytest.raises(NeurodiffError, match="--precision: expected one of"):
+        inpaint_array(model, img, mask, steps=2, tile=0, precision="fp16")
+    assert main(["evaluate", "--real", str(tmp_path), "--fake", str(tmp_path), "--out", str(tmp_path / "r"),
+                 "--precision", "bf16"]) == 2
+    assert "--precision: only with --task inpainting --model" in capsys.readouterr().err

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from neurodiff.errors import NeurodiffError
 
+PRECISION_HELP = ("the network's precision while sampling: auto (bf16 on GPUs, float32 on CPUs), fp32, or bf16 "
+                  "(about 2x faster on CPUs with native bf16)")
 EPILOG = "Multi-GPU / multi-node: the same command under torchrun, e.g. torchrun --nproc_per_node 2 -m neurodiff.cli train ..."
 
 
@@ -99,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     ip.add_argument("--covariate", action="append", default=[], metavar="NAME=VALUE")
     ip.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (1 = off)")
     ip.add_argument("--seed", type=int, default=0)
+    ip.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help=PRECISION_HELP)
     ip.add_argument("--no-progress", action="store_true")
 
     tr = sub.add_parser("translate", help="paired translation (source -> target) with per-pixel uncertainty maps")
@@ -146,6 +149,8 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--resample", type=int, default=10, help="inpainting with --model: resampling count")
     v.add_argument("--tile", type=int, default=None, help="inpainting with --model: tile size")
     v.add_argument("--seed", type=int, default=0, help="inpainting with --model: masks and noise")
+    v.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="inpainting with --model: " + PRECISION_HELP)
     v.add_argument("--masks-per-bin", type=int, default=1, help="inpainting with --model: random masks per image "
                    "and mask-size bin (more masks, less noise in the medians)")
     v.add_argument("--classifier", default=None, help="inpainting with --model: count classification flips with "
@@ -329,7 +334,8 @@ def cmd_evaluate(args) -> int:
 
         m = evaluate_inpainting(load_model(args.model), args.real, args.out, steps=args.steps, jump=args.jump,
                                 resample=args.resample, tile=args.tile, limit=args.limit, seed=args.seed,
-                                masks_per_bin=args.masks_per_bin, classifier=args.classifier)
+                                masks_per_bin=args.masks_per_bin, classifier=args.classifier,
+                                precision=args.precision)
         for b, v in m["per_bin_median"].items():
             ref = (f" (another image's tissue pasted in: {v['reference_density_rel_err']:.1%}, "
                    f"{v['reference_mean_size_rel_err']:.1%})" if "reference_density_rel_err" in v else "")
@@ -343,6 +349,8 @@ def cmd_evaluate(args) -> int:
         return 0
     if args.classifier:
         raise NeurodiffError("--classifier: only with --task inpainting --model (flips of the repaints it makes)")
+    if args.precision != "auto":
+        raise NeurodiffError("--precision: only with --task inpainting --model (the precision of its repaints)")
     if not args.fake:
         raise NeurodiffError("--fake: the folder of generated images is required (or --task inpainting --model)")
 

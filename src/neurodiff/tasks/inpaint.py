@@ -26,7 +26,7 @@ from neurodiff.diffusion.denoiser import make_precond
 from neurodiff.diffusion.samplers import _D, ancestral_step, randn_like
 from neurodiff.diffusion.schedules import sampling_sigmas
 from neurodiff.errors import NeurodiffError
-from neurodiff.tasks.generate import build_denoiser, make_cond, sample_seed
+from neurodiff.tasks.generate import build_denoiser, make_cond, sample_seed, sampling_autocast
 from neurodiff.tiling import pad_to_multiple, regions
 
 
@@ -112,12 +112,13 @@ def _pad(x: torch.Tensor, m: torch.Tensor, factor: int):
 def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 250, jump: int = 10,
                   resample: int = 10, tile: int | None = None, overlap: int | None = None, label: int | None = None,
                   scalars: list[float] | None = None, guidance: float = 1.0, seed: int = 0, device="cpu",
-                  progress: bool = False, out=None, codec=None) -> tuple[np.ndarray, dict]:
+                  progress: bool = False, out=None, codec=None, precision: str = "auto") -> tuple[np.ndarray, dict]:
     """Fill ``mask`` (True = fill, spatial shape of ``image`` [C, *S] in data units) -> (image, info).
 
     ``image`` may be a lazy array (zarr) when ``out`` is a writable one holding a copy of it: tiles are then read
     and written one at a time, and memory does not grow with the image. ``codec``: a latent model's autoencoder
-    (default: the one it was trained with).
+    (default: the one it was trained with). ``precision``: the network's, see ``sampling_autocast`` (the RePaint
+    arithmetic itself stays float64).
     """
     from neurodiff.codec import Identity
 
@@ -140,6 +141,7 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
     lazy = not isinstance(image, np.ndarray)
     if not lazy and not np.isfinite(image).all():
         raise NeurodiffError("the image holds NaN or Inf values; mask them and set them to a finite value first")
+    autocast = sampling_autocast(precision, device)
     norm = Normalizer(**cfg.data.meta["normalizer"])
     precond = make_precond(cfg.diffusion)
     d = cfg.diffusion
@@ -181,8 +183,9 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
                 m = getattr(torch.nn.functional, f"max_pool{m.ndim - 2}d")(m.float(), codec.factor).bool()
             D = build_denoiser(model.net, precond, cond, 1, guidance, True, list(x.shape[1:]))
             gen = [torch.Generator().manual_seed(sample_seed(seed, k))]
-            y = repaint(lambda a, s: D(a.float().to(device), s.to(device)).cpu(), x, m, sigmas, schedule, gen,
-                        init)
+            with autocast:
+                y = repaint(lambda a, s: D(a.float().to(device), s.to(device)).float().cpu(), x, m, sigmas,
+                            schedule, gen, init)
             if latent:
                 y = codec.decode(y.to(device)).float().clamp(-1, 1).cpu()
             y = y if crop is None else y[(slice(None), slice(None), *crop)]

@@ -48,7 +48,7 @@ def run_inpaint(args, load_model) -> dict:
     out, info = inpaint_array(model, image, mask, steps=args.steps, jump=args.jump, resample=args.resample,
                               tile=args.tile, overlap=args.overlap, label=label,
                               scalars=covariate_row(cfg, parse_covariates(args.covariate)), guidance=guidance,
-                              seed=args.seed, progress=not args.no_progress, out=out)
+                              seed=args.seed, progress=not args.no_progress, out=out, precision=args.precision)
     if lazy:
         zarrio.commit(args.out)
     else:
