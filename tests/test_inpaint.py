@@ -172,6 +172,7 @@ def test_evaluate_inpainting_protocol_reports_cell_errors_per_bin(tiny_run, tmp_
     import json
     m = json.loads((tmp_path / "rep" / "metrics.json").read_text())
     assert set(m["per_bin_median"]) == {"5%-15%", "15%-30%", "30%-50%"}
+    assert (m["steps"], m["jump"], m["resample"], m["tile"], m["precision"]) == (4, 2, 1, None, "auto")
     assert len(m["per_image"]) == 3 and all(0.05 <= r["mask_fraction"] <= 0.5 for r in m["per_image"])
     for r in m["per_image"]:
         y = io.read(tmp_path / "rep" / "repaired" / f"cell_bin{m['per_image'].index(r)}.png")[0][0]
@@ -305,24 +306,38 @@ def test_evaluate_inpainting_counts_classification_flips(tiny_run, tmp_path, sli
     assert "--classifier: only with --task inpainting --model" in capsys.readouterr().err
 
 
-def test_bf16_inpainting_keeps_known_pixels_and_stays_close_to_float32(tiny_run, mni, tmp_path, capsys):
-    """--precision bf16 runs the network under bf16 autocast (on CPUs too): the fill changes a little, the known
-    pixels not at all; a bad value and --precision outside inpainting --model are one-line errors."""
+def test_bf16_inpainting_keeps_known_pixels_and_stays_close_to_float32(tiny_run, mni, tmp_path, capsys,
+                                                                       monkeypatch):
+    """--precision bf16 runs the network under bf16 autocast on CPUs with native bf16: the fill changes a little,
+    the known pixels not at all. Where bf16 would be emulated it falls back to float32 with one warning. A bad
+    value and --precision outside inpainting --model are one-line errors."""
+    import neurodiff.cli as cli
+    import neurodiff.precision as precision
     from neurodiff.train.state import load_model
 
     model = load_model(tiny_run)
     img = mni[40:104, 30:94, 90].astype(np.float32)[None]
     mask = np.zeros(img.shape[1:], bool)
     mask[20:40, 10:50] = True
-    runs = {p: inpaint_array(model, img, mask, steps=4, jump=2, resample=2, tile=0, seed=3, precision=p)[0]
-            for p in ("fp32", "auto", "bf16")}
+
+    def run(p):
+        return inpaint_array(model, img, mask, steps=4, jump=2, resample=2, tile=0, seed=3, precision=p)[0]
+
+    monkeypatch.setattr(precision, "_warned", set())
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
+    runs = {p: run(p) for p in ("fp32", "auto", "bf16")}
     assert np.array_equal(runs["auto"], runs["fp32"])          # auto = exact float32 on a CPU
     y = runs["bf16"]
     assert np.array_equal(y[:, ~mask], img[:, ~mask])
     diff = np.abs(y[:, mask] - runs["fp32"][:, mask])
     assert 0 < diff.max() and diff.mean() < 0.05 * np.ptp(img), (diff.max(), diff.mean())
+    assert "no native bf16" not in capsys.readouterr().out
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)    # e.g. an AVX2-only CPU
+    assert np.array_equal(run("bf16"), runs["fp32"]) and np.array_equal(run("bf16"), runs["fp32"])
+    assert capsys.readouterr().out.count("--precision=bf16 but this CPU") == 1
     with pytest.raises(NeurodiffError, match="--precision: expected one of"):
         inpaint_array(model, img, mask, steps=2, tile=0, precision="fp16")
+    assert cli.PRECISIONS == precision.PRECISIONS
     assert main(["evaluate", "--real", str(tmp_path), "--fake", str(tmp_path), "--out", str(tmp_path / "r"),
                  "--precision", "bf16"]) == 2
     assert "--precision: only with --task inpainting --model" in capsys.readouterr().err

@@ -1,12 +1,13 @@
-"""DESIGN.md's one-way imports: config, dist -> nn, data/io -> diffusion, codec, tiling -> tasks ->
-data/datasets -> train -> metrics -> cli. diffusion/ does not import nn/; data/io does not import torch."""
+"""DESIGN.md's one-way imports: config, dist (and precision, the bf16 helpers beside dist) -> nn, data/io ->
+diffusion, codec, tiling -> tasks -> data/datasets -> train -> metrics -> cli. diffusion/ does not import nn/;
+data/io does not import torch."""
 
 import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "neurodiff"
 TIERS = [
-    {"errors", "config", "dist"},
+    {"errors", "config", "dist", "precision"},
     {"nn", "data.io", "data.png16", "data.normalize", "data.zarrio", "data.temps"},
     {"diffusion", "codec", "tiling"},
     {"tasks"},

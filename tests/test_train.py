@@ -156,14 +156,16 @@ def test_pickle_payload_in_a_checkpoint_is_refused_unexecuted(tmp_path):
 
 
 def test_bf16_on_a_cpu_without_native_bf16_warns(slice_folder, tmp_path, monkeypatch, capsys):
+    import neurodiff.precision as precision
     import neurodiff.train.loop as loop
-    monkeypatch.setattr(loop, "cpu_has_bf16", lambda: False)
-    used, real_autocast = [], loop._autocast
-    monkeypatch.setattr(loop, "_autocast", lambda p, d: used.append(p) or real_autocast(p, d))
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(precision, "_warned", set())     # the warning comes once per process
+    used, real_autocast = [], loop.autocast
+    monkeypatch.setattr(loop, "autocast", lambda p, d: used.append(p) or real_autocast(p, d))
     cfg = config.load("tiny", [f"data.path={slice_folder}", "train.total_nimg=8", "train.precision=bf16"])
     train(cfg, tmp_path / "run", progress=False)
-    assert "no native bf16" in capsys.readouterr().out and used == ["fp32"]
-    monkeypatch.setattr(loop, "cpu_has_bf16", lambda: True)
+    assert "train.precision=bf16 but this CPU" in capsys.readouterr().out and used == ["fp32"]
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
     train(config.load("tiny", [f"data.path={slice_folder}", "train.total_nimg=8", "train.precision=bf16"]),
           tmp_path / "run2", progress=False)
     assert "no native bf16" not in capsys.readouterr().out and used[-1] == "bf16"

@@ -23,6 +23,7 @@ from neurodiff.diffusion.samplers import get_sampler
 from neurodiff.diffusion.schedules import sampling_sigmas
 from neurodiff.errors import NeurodiffError
 from neurodiff.nn.unet import Cond
+from neurodiff.precision import autocast, resolve_precision
 
 SUFFIX = {"png": ".png", "jpeg": ".png", "tiff": ".tif", "nifti": ".nii.gz", "npy": ".npy", "npz": ".npy"}
 MANIFEST_FIELDS = ["file", "index", "seed", "label", "label_name", "covariates", "guidance", "sampler",
@@ -179,17 +180,11 @@ def sample_batch(net, cfg, seeds: list[int], labels: list[int | None] | None = N
     return x.float().clamp(-1, 1)
 
 
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
 def sampling_autocast(precision: str, device):
-    """The network's precision while sampling: auto = bf16 autocast on GPUs, exact float32 elsewhere; fp32; bf16
-    (also on CPUs: about twice as fast on those with native bf16, e.g. AVX-512 BF16 or AMX)."""
-    if precision not in PRECISIONS:
-        raise NeurodiffError(f"--precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
-    kind = torch.device(device).type
-    use_bf16 = precision == "bf16" or (precision == "auto" and kind == "cuda")
-    return torch.autocast(kind, dtype=torch.bfloat16, enabled=use_bf16)
+    """The network's precision while sampling (``--precision``): auto = bf16 autocast on GPUs, exact float32
+    elsewhere; fp32; bf16 (also on CPUs with native bf16, e.g. AVX-512 BF16 or AMX, about twice as fast there;
+    float32 with a warning on CPUs that would emulate it)."""
+    return autocast(resolve_precision(precision, device, "--precision"), device)
 
 
 def build_denoiser(net, precond, cond: Cond | None, n: int, guidance: float, exact: bool, shape: list[int],

@@ -20,7 +20,8 @@ from neurodiff.data.datasets import ImageDataset
 from neurodiff.data.normalize import Normalizer
 from neurodiff.errors import NeurodiffError
 from neurodiff.nn.autoencoder import PatchDiscriminator, build_autoencoder, hinge_d_loss, kl_loss, perceptual_loss, ssim_loss
-from neurodiff.train.loop import _autocast, _Batches, _seed, start_run
+from neurodiff.precision import autocast
+from neurodiff.train.loop import _Batches, _seed, start_run
 from neurodiff.train.state import EMA, save_checkpoint
 
 
@@ -124,7 +125,7 @@ def train_autoencoder(cfg: config_mod.RunConfig, run_dir: str | Path, resume: bo
         x = batch["x"].to(device)
         g = torch.Generator().manual_seed(_seed(tc.seed, step, 5, dist.rank()))
         adv_on = disc is not None and nimg >= a.adv_start_nimg
-        with _autocast(precision, device):
+        with autocast(precision, device):
             x_hat, mean, logvar = ae_p(x, g)
             x_hat = x_hat.float()
             terms = {"l1": F.l1_loss(x_hat, x), "ssim": ssim_loss(x_hat, x), "kl": kl_loss(mean.float(), logvar.float())}
@@ -155,7 +156,7 @@ def train_autoencoder(cfg: config_mod.RunConfig, run_dir: str | Path, resume: bo
         opt.step()
         opt.zero_grad(set_to_none=True)
         if adv_on:
-            with _autocast(precision, device):
+            with autocast(precision, device):
                 d_loss = hinge_d_loss(disc_p(x).float(), disc_p(x_hat.detach()).float())
             d_loss.backward()
             opt_d.step()

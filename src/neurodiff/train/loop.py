@@ -21,6 +21,7 @@ from neurodiff.diffusion.denoiser import make_precond
 from neurodiff.diffusion.losses import denoising_loss, regression_loss, sample_sigma
 from neurodiff.errors import NeurodiffError
 from neurodiff.nn.unet import Cond, build_unet
+from neurodiff.precision import autocast, resolve_precision
 from neurodiff.tasks.generate import grid, sample_batch, to_uint8_display
 from neurodiff.tasks.translate import predict
 from neurodiff.train.state import EMA, latest_checkpoint, save_checkpoint
@@ -107,19 +108,6 @@ def widen_input(init: dict, target: dict) -> dict:
     return out
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX-512 BF16 / AMX); elsewhere bf16 autocast is emulated and slow."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def _autocast(precision: str, device: torch.device):
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
-
-
 def _preview(net, cfg, path: Path, device, ds, codec=None) -> None:
     from neurodiff.data import io
 
@@ -144,12 +132,7 @@ def _preview(net, cfg, path: Path, device, ds, codec=None) -> None:
 def start_run(run_dir: Path, resume: bool, tc, device) -> tuple[str, dict | None]:
     """Checks and state shared by every training run: the precision to use, the checkpoint to resume (or None).
     A resumed run first removes the temporary files of a killed one (the checkpoints themselves are whole)."""
-    precision = tc.precision
-    if precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
-        # bf16 only buys speed; emulated it costs it (measured 60x slower convolutions on an AVX2 EPYC)
-        dist.print0(f"warning: train.precision=bf16 but this CPU ({torch.backends.cpu.get_cpu_capability()}) has no "
-                    "native bf16 (emulated it is 10-60x slower than fp32); training in fp32")
-        precision = "fp32"
+    precision = resolve_precision(tc.precision, device, "train.precision")
     if resume and dist.is_main():
         from neurodiff.data.temps import remove_stale_temps
 
@@ -265,7 +248,7 @@ def train(cfg: config_mod.RunConfig, run_dir: str | Path, resume: bool = False, 
         cond = Cond(*(None if t is None else t.to(device) for t in (cond.label, cond.scalars, cond.image, cond.drop)))
         sigma = torch.cat([sample_sigma(precond, 1, g, d.P_mean, d.P_std) for g in gens]).to(device)
         noise = torch.stack([torch.randn(x0.shape[1:], generator=g) for g in gens]).to(device)
-        with _autocast(precision, device):
+        with autocast(precision, device):
             if tc.objective == "regression":
                 loss = regression_loss(ddp, x0, cond, d.loss, d.huber_delta)
             else:
