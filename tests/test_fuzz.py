@@ -94,6 +94,12 @@ def test_absurd_image_sizes_are_refused_before_decoding(tmp_path):
     path.write_bytes(_nifti_header([3, 30000, 30000, 30000]) + b"\0" * 100)
     with pytest.raises(NeurodiffError, match="big.nii"):
         io.read(path)
+    # under MAX_VOXELS but far more than the file holds: refused from the header, before a 6 GB buffer is allocated
+    for name, body in (("short.nii", _nifti_header([75, 219, 437, 898])),
+                       ("short.nii.gz", gzip.compress(_nifti_header([75, 219, 437, 898]) + b"\1" * 64))):
+        (tmp_path / name).write_bytes(body)
+        with pytest.raises(NeurodiffError, match=f"{name}: truncated NIfTI: header says shape"):
+            io.read(tmp_path / name)
 
 
 @pytest.mark.parametrize("array", [np.zeros((2, 3, 4), complex), np.array([[["a"]]]), np.zeros((0, 4, 4)),

@@ -215,6 +215,7 @@ def _read_nifti(p: Path, path):
     hdr = img.header
     shape = list(hdr.get_data_shape())
     _check_voxels(path, shape)
+    _check_nifti_size(p, path, hdr, shape)
     # nibabel moves scl_slope/scl_inter from the header to the data proxy on load
     slope, inter = getattr(img.dataobj, "slope", 1.0), getattr(img.dataobj, "inter", 0.0)
     if slope != 1.0 or inter != 0.0:
@@ -238,6 +239,19 @@ def _read_nifti(p: Path, path):
     spacing = tuple(float(z) for z in hdr.get_zooms()[:nsp])
     unit = {"micron": "um", "meter": "m"}.get(hdr.get_xyzt_units()[0], "mm")
     return x, ImageMeta("nifti", x.dtype.name, spacing, unit, np.asarray(img.affine, float).tolist())
+
+
+DEFLATE_MAX_RATIO = 1032   # deflate cannot expand data more than ~1032x: a bound on a .gz file's content
+
+
+def _check_nifti_size(p: Path, path, hdr, shape) -> None:
+    """Refuse a header that promises more data than the file can hold, before nibabel allocates a buffer for it."""
+    need = int(hdr.get_data_offset()) + math.prod(int(s) for s in shape) * hdr.get_data_dtype().itemsize
+    size = p.stat().st_size
+    can_hold = size * DEFLATE_MAX_RATIO + 1024 if p.name.lower().endswith(".gz") else size
+    if p.name.lower().endswith((".nii", ".nii.gz")) and need > can_hold:
+        raise _err(path, f"truncated NIfTI: header says shape {tuple(int(s) for s in shape)} "
+                         f"({need:,} bytes) but the file can hold at most {can_hold:,}")
 
 
 def _npy_shape(f):
