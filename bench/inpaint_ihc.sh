@@ -8,6 +8,7 @@
 #   bash bench/inpaint_ihc.sh [OUT] [TRAIN_IMAGES]
 #   SCHEDULES="250,10,10 100,10,10" MASKS=2 bash bench/inpaint_ihc.sh ...   (schedules to run, masks per bin)
 #   CLASSIFIER=OUT/classifier.safetensors ...   (also count classification flips; bench/inpaint_flips.py makes one)
+#   PRECISION=bf16 TILE=64 TAG=_bf16_t64 ...   (the network's precision, the tile size, a suffix for eval_* folders)
 set -euo pipefail
 OUT=${1:-bench/results/inpaint_ihc}
 NIMG=${2:-16000}
@@ -37,7 +38,7 @@ fi
 MASKS=${MASKS:-1}
 for S in ${SCHEDULES:-250,10,10 100,10,10 100,10,5 50,5,5 250,10,1}; do
   IFS=, read -r ST JU RE <<< "$S"
-  time neurodiff evaluate --task inpainting --model "$OUT/run" --real "$OUT/intact" --tile 128 \
+  time neurodiff evaluate --task inpainting --model "$OUT/run" --real "$OUT/intact" --tile "${TILE:-128}" \
     --steps "$ST" --jump "$JU" --resample "$RE" --masks-per-bin "$MASKS" ${CLASSIFIER:+--classifier "$CLASSIFIER"} \
-    --out "$OUT/eval_${ST}_${JU}_${RE}"
+    --precision "${PRECISION:-auto}" --out "$OUT/eval_${ST}_${JU}_${RE}${TAG:-}"
 done

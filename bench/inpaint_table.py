@@ -20,14 +20,19 @@ def cells(b: dict, key: str) -> str:
 
 def main() -> None:
     root = Path(sys.argv[1] if len(sys.argv) > 1 else "bench/results/inpaint_ihc")
-    runs = [json.loads(p.read_text()) for p in sorted(root.glob("eval_*/metrics.json"))]
+    runs = []
+    for p in sorted(root.glob("eval_*/metrics.json")):
+        m = json.loads(p.read_text())
+        schedule = f"eval_{m['steps']}_{m['jump']}_{m['resample']}"   # a suffix after it: the TAG of inpaint_ihc.sh
+        m["tag"] = f" ({p.parent.name[len(schedule):].lstrip('_')})" if p.parent.name != schedule else ""
+        runs.append(m)
     runs.sort(key=lambda m: (-m["network_calls_per_tile"], m["steps"]))
     print("| schedule (steps / jump / resample) | network calls | time | density, in mask | size, in mask "
           "| density, whole patch | size, whole patch | density, pooled | size, pooled | PSNR in mask (dB) |")
     print("|---" * 10 + "|")
     for m in runs:
         b = m["per_bin_median"]
-        print(f"| {m['steps']} / {m['jump']} / {m['resample']} | {m['network_calls_per_tile']} | "
+        print(f"| {m['steps']} / {m['jump']} / {m['resample']}{m['tag']} | {m['network_calls_per_tile']} | "
               f"{m['seconds'] / 60:.1f} min | {cells(b, 'density_rel_err')} | {cells(b, 'mean_size_rel_err')} | "
               f"{cells(b, 'patch_density_rel_err')} | {cells(b, 'patch_mean_size_rel_err')} | "
               f"{cells(b, 'pooled_density_rel_err')} | {cells(b, 'pooled_mean_size_rel_err')} | "
@@ -40,7 +45,7 @@ def main() -> None:
               f"{cells(b, 'reference_patch_mean_size_rel_err')} | {cells(b, 'reference_pooled_density_rel_err')} | "
               f"{cells(b, 'reference_pooled_mean_size_rel_err')} | – |")
     for m in runs:   # over all 5-50 % masks: the seed's single figure
-        print(f"{m['steps']}/{m['jump']}/{m['resample']}: all masks, median density {pct(m['density_rel_err_median'])} %, "
+        print(f"{m['steps']}/{m['jump']}/{m['resample']}{m['tag']}: all masks, median density {pct(m['density_rel_err_median'])} %, "
               f"size {pct(m['mean_size_rel_err_median'])} %; whole patch {pct(m['patch_density_rel_err_median'])} %, "
               f"{pct(m['patch_mean_size_rel_err_median'])} %; pooled {pct(m['pooled_density_rel_err'])} %, "
               f"{pct(m['pooled_mean_size_rel_err'])} %")

@@ -203,7 +203,7 @@ def evaluate_inpainting(model, real_dir, out_dir, *, steps: int = 250, jump: int
         ssims = [r["ssim_in_mask"] for r in sel if r["ssim_in_mask"] is not None]
         per_bin[f"{lo:.0%}-{hi:.0%}"]["ssim_in_mask"] = float(np.median(ssims)) if ssims else None
     m = {"task": "inpainting", "model": str(getattr(model, "source", "")), "real": str(real_dir),
-         "steps": steps, "jump": jump, "resample": resample, "precision": precision,
+         "steps": steps, "jump": jump, "resample": resample, "precision": precision, "tile": tile,
          "network_calls_per_tile": rows[0]["network_calls_per_tile"],
          "n_images": len(files), "masks_per_bin": masks_per_bin, "seconds": time.perf_counter() - t0, "per_bin_median": per_bin,
          "density_rel_err_median": float(np.nanmedian([r["density_rel_err"] for r in rows])),
