@@ -246,10 +246,13 @@ DEFLATE_MAX_RATIO = 1032   # deflate cannot expand data more than ~1032x: a boun
 
 def _check_nifti_size(p: Path, path, hdr, shape) -> None:
     """Refuse a header that promises more data than the file can hold, before nibabel allocates a buffer for it."""
+    name = p.name.lower()
+    if not name.endswith((".nii", ".nii.gz")):    # header and data in one file only
+        return
     need = int(hdr.get_data_offset()) + math.prod(int(s) for s in shape) * hdr.get_data_dtype().itemsize
     size = p.stat().st_size
-    can_hold = size * DEFLATE_MAX_RATIO + 1024 if p.name.lower().endswith(".gz") else size
-    if p.name.lower().endswith((".nii", ".nii.gz")) and need > can_hold:
+    can_hold = size * DEFLATE_MAX_RATIO + 1024 if name.endswith(".gz") else size
+    if need > can_hold:
         raise _err(path, f"truncated NIfTI: header says shape {tuple(int(s) for s in shape)} "
                          f"({need:,} bytes) but the file can hold at most {can_hold:,}")
 
