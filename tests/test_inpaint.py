@@ -341,3 +341,40 @@ def test_bf16_inpainting_keeps_known_pixels_and_stays_close_to_float32(tiny_run,
     assert main(["evaluate", "--real", str(tmp_path), "--fake", str(tmp_path), "--out", str(tmp_path / "r"),
                  "--precision", "bf16"]) == 2
     assert "--precision: only with --task inpainting --model" in capsys.readouterr().err
+
+
+def _load_bench(name):
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "bench" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_paired_schedule_comparison_pairs_masks_and_decides_only_when_the_interval_allows(tmp_path, capsys, monkeypatch):
+    """bench/inpaint_paired.py: masks paired across schedules, the ratio's bootstrap interval, the verdict."""
+    import json
+    paired = _load_bench("inpaint_paired")
+    rng = np.random.default_rng(0)
+    ref_err = rng.uniform(0.1, 0.5, 60)
+
+    def write(name, steps, calls, scale):
+        rows = [{"file": f"im{i}.png", "bin": "5%-15%", "mask_fraction": 0.1 + i / 1000,
+                 **{k: float(e * scale) for k, _ in paired.ERRORS}} for i, e in enumerate(ref_err)]
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps(
+            {"steps": steps, "jump": 10, "resample": 10, "network_calls_per_tile": calls, "per_image": rows[::-1]}))
+
+    write("eval_250_10_10", 250, 2410, 1.0)
+    write("eval_100_10_10", 100, 910, 1.0)       # the same errors mask by mask: ratio 1, interval (1, 1)
+    write("eval_50_10_10", 50, 460, 2.0)         # twice the errors everywhere: worse
+    write("eval_100_10_10_t64", 100, 910, 9.0)   # a TAG'd folder differs in more than the schedule: skipped
+    monkeypatch.setattr("sys.argv", ["inpaint_paired.py", str(tmp_path)])
+    paired.main()
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("| 100") or l.startswith("| 50")]
+    assert len(lines) == 8
+    assert all("| 60 |" in l and "1.00 (1.00–1.00) | within 10 % | 0 |" in l for l in lines[:4])
+    assert all("2.00 (2.00–2.00) | worse | 0 |" in l for l in lines[4:])
+    r, lo, hi = paired.ratio_ci(rng.permutation(ref_err), ref_err)    # unpaired noise: an interval around 1
+    assert lo < 1.0 < hi and paired.verdict(lo, hi) == "undecided"
