@@ -16,10 +16,13 @@ than the schedule.
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from inpaint_table import load_runs  # noqa: E402
 
 ERRORS = (("density_rel_err", "density, in mask"), ("mean_size_rel_err", "size, in mask"),
           ("patch_density_rel_err", "density, whole patch"), ("patch_mean_size_rel_err", "size, whole patch"))
@@ -28,13 +31,10 @@ ERRORS = (("density_rel_err", "density, in mask"), ("mean_size_rel_err", "size, 
 def load(root: Path) -> dict[str, dict]:
     """{"250_10_10": {(file, bin, mask fraction): row}} of one results folder (one model)."""
     runs = {}
-    for p in sorted(root.glob("eval_*/metrics.json")):
-        m = json.loads(p.read_text())
-        name = f"{m['steps']}_{m['jump']}_{m['resample']}"
-        if p.parent.name != f"eval_{name}":
-            continue
-        runs[name] = {(r["file"], r["bin"], round(r["mask_fraction"], 6)): r for r in m["per_image"]}
-        runs[name]["calls"] = m["network_calls_per_tile"]
+    for m in load_runs(root):
+        if not m["tag"]:
+            runs[m["schedule"]] = {(r["file"], r["bin"], round(r["mask_fraction"], 6)): r for r in m["per_image"]}
+            runs[m["schedule"]]["calls"] = m["network_calls_per_tile"]
     return runs
 
 

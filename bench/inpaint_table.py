@@ -18,14 +18,22 @@ def cells(b: dict, key: str) -> str:
     return " / ".join(pct(b[k][key]) for k in BINS) + " %"
 
 
-def main() -> None:
-    root = Path(sys.argv[1] if len(sys.argv) > 1 else "bench/results/inpaint_ihc")
+def load_runs(root: Path) -> list[dict]:
+    """The metrics.json of every eval_* folder, each with "schedule" (steps_jump_resample) and "tag" ("" or
+    " (TAG)": inpaint_ihc.sh's suffix after the schedule in the folder's name)."""
     runs = []
     for p in sorted(root.glob("eval_*/metrics.json")):
         m = json.loads(p.read_text())
-        schedule = f"eval_{m['steps']}_{m['jump']}_{m['resample']}"   # a suffix after it: the TAG of inpaint_ihc.sh
-        m["tag"] = f" ({p.parent.name[len(schedule):].lstrip('_')})" if p.parent.name != schedule else ""
+        m["schedule"] = f"{m['steps']}_{m['jump']}_{m['resample']}"
+        tag = p.parent.name[len(f"eval_{m['schedule']}"):].lstrip("_")
+        m["tag"] = f" ({tag})" if tag else ""
         runs.append(m)
+    return runs
+
+
+def main() -> None:
+    root = Path(sys.argv[1] if len(sys.argv) > 1 else "bench/results/inpaint_ihc")
+    runs = load_runs(root)
     runs.sort(key=lambda m: (-m["network_calls_per_tile"], m["steps"]))
     print("| schedule (steps / jump / resample) | network calls | time | density, in mask | size, in mask "
           "| density, whole patch | size, whole patch | density, pooled | size, pooled | PSNR in mask (dB) |")
