@@ -2,10 +2,10 @@
 
     python bench/inpaint_bias.py OUT [--run RUN] [--n 16] [--steps 30]
 
-OUT: a folder made by bench/inpaint_ihc.sh (run/, train/, intact/, eval_*/). Two checks, written to
+OUT: a folder made by bench/inpaint_ihc.sh or inpaint_he.sh (run/, train/, intact/, eval_*/). Two checks, written to
 OUT/bias.json and printed:
 1. The model alone: ``--n`` unconditional samples at the training size (64^2) and at the evaluation size (128^2)
-   against as many random crops of the training image: nuclei per 10^4 px and mean nucleus area (px).
+   against as many random crops of the training image(s): nuclei per 10^4 px and mean nucleus area (px).
 2. The fills: for every eval_*/ folder, the nuclei whose centre lies in a mask, pooled over its repaints, in the
    intact and in the repaired images: count, mean and median area, how many are small (< 50 px), and how many
    straddle the mask's edge (part of their pixels known).
@@ -42,12 +42,19 @@ def nuclei_stats(images: list[np.ndarray]) -> dict:
 def model_alone(out: Path, run: Path, n: int, steps: int) -> dict:
     model = load_model(run)
     norm = Normalizer(**model.cfg.data.meta["normalizer"])
-    train = io.read(next((out / "train").iterdir()))[0][0].astype(np.float32)
+    train = [io.read(f)[0][0].astype(np.float32) for f in sorted((out / "train").iterdir())]
     rng = np.random.default_rng(0)
     res = {}
     for size in (64, 128):
-        ys, xs = rng.integers(0, train.shape[0] - size, n), rng.integers(0, train.shape[1] - size, n)
-        real = [train[y:y + size, x:x + size] for y, x in zip(ys, xs)]
+        if len(train) == 1:  # one large image (inpaint_ihc.sh): n random crops of it
+            t = train[0]
+            ys, xs = rng.integers(0, t.shape[0] - size, n), rng.integers(0, t.shape[1] - size, n)
+            real = [t[y:y + size, x:x + size] for y, x in zip(ys, xs)]
+        else:                # tiles (inpaint_he.sh): a random crop of each of n random tiles
+            real = []
+            for t in (train[i] for i in rng.integers(0, len(train), n)):
+                y, x = rng.integers(0, t.shape[0] - size + 1), rng.integers(0, t.shape[1] - size + 1)
+                real.append(t[y:y + size, x:x + size])
         with torch.no_grad():
             x = sample_batch(model.net, model.cfg, list(range(n)), steps=steps, shape=[1, size, size],
                              precision="bf16")

