@@ -74,10 +74,10 @@ def main(out: Path) -> None:
         rgb = tifffile.imread(slide_path())
     except ValueError as e:  # JPEG tiles need imagecodecs
         sys.exit(f"{slide_path()}: {e}; expected `pip install imagecodecs`")
-    tissue = (rgb.astype(np.float32).mean(-1) < 200).astype(np.float64)
+    tissue = rgb.astype(np.float32).mean(-1) < 200
     h = color.rgb2hed(rgb)[..., 0]
     # contrast from the tissue alone: the slide is 70 % glass, and a few ink specks outshine every nucleus
-    lo, hi = np.percentile(h[tissue > 0], [1, 99.5])
+    lo, hi = np.percentile(h[tissue], [1, 99.5])
     h = (np.clip((h - lo) / (hi - lo), 0, 1) * 255).round().astype(np.uint8)
 
     held = pick_windows(tissue, HELD, 4)
