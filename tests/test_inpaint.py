@@ -408,3 +408,14 @@ def test_he_bench_windows_hold_out_tissue_and_avoid_training_tiles_and_bands():
     seen[:, :24] = True
     corners = he.eval_windows(img, np.ones(img.shape), seen, 32, 2, stride=8, big=100)
     assert len(corners) == 2 and all(x >= 24 and (x + 32 <= 80 or x >= 112) for _, x in corners)
+    # training tiles: only the (nearly) all-tissue ones train, but every half-tissue tile counts as seen
+    tissue = np.zeros((16, 48), bool)
+    tissue[:, :8] = True          # tile x=0: 100 % tissue (x=4 too) -> trains
+    tissue[:, 8:14] = True        # x=8: 6/8 tissue -> seen only; x=12: 2/8 -> neither
+    near = np.zeros(tissue.shape, bool)
+    near[:, 40:] = True           # x=40: all tissue but next to a held-out zone -> neither
+    tissue[:, 40:] = True
+    corners, seen = he.train_tiles(tissue, near, 8, min_tissue=0.9)
+    assert [x for y, x in corners if y == 0] == [0, 4] and {y for y, _ in corners} == {0, 4, 8}
+    assert seen[:, :16].all() and not seen[:, 16:].any()
+    assert len(he.train_tiles(tissue, near, 8, min_tissue=0.5)[0]) == 3 * 3
