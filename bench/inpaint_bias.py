@@ -44,7 +44,7 @@ def nuclei_stats(images: list[np.ndarray]) -> dict:
 
 def model_alone(out: Path, model, n: int, steps: int) -> dict:
     norm = Normalizer(**model.cfg.data.meta["normalizer"])
-    train = training_images(out)
+    train = images(out / "train")
     rng = np.random.default_rng(0)
     res = {}
     for size in (64, 128):
@@ -65,8 +65,9 @@ def model_alone(out: Path, model, n: int, steps: int) -> dict:
     return res
 
 
-def training_images(out: Path) -> list[np.ndarray]:
-    return [io.read(f)[0][0].astype(np.float32) for f in sorted((out / "train").iterdir())]
+def images(folder: Path) -> list[np.ndarray]:
+    """The first channel of every image in ``folder`` (sorted), float32."""
+    return [io.read(f)[0][0].astype(np.float32) for f in sorted(folder.iterdir())]
 
 
 def brightness(out: Path, model, n: int, steps: int) -> dict:
@@ -76,7 +77,7 @@ def brightness(out: Path, model, n: int, steps: int) -> dict:
 
     cfg, d = model.cfg, model.cfg.diffusion
     norm = Normalizer(**cfg.data.meta["normalizer"])
-    intact = [io.read(f)[0][0].astype(np.float32) for f in sorted((out / "intact").iterdir())]
+    intact = images(out / "intact")
     rng = np.random.default_rng(0)
     crops = []
     for k in range(n):
@@ -96,7 +97,7 @@ def brightness(out: Path, model, n: int, steps: int) -> dict:
     truth = [float(c[16:48, 16:48].mean()) for c in crops]
     return {"crops": n, "fill_mean": float(np.mean(fill)), "truth_mean": float(np.mean(truth)),
             "fill_truth_correlation": float(np.corrcoef(fill, truth)[0, 1]),
-            "training_images_mean": float(np.mean([t.mean() for t in training_images(out)])),
+            "training_images_mean": float(np.mean([t.mean() for t in images(out / "train")])),
             "intact_images_mean": float(np.mean([t.mean() for t in intact]))}
 
 

@@ -53,12 +53,11 @@ def pick_windows(tissue: np.ndarray, k: int, n: int) -> list[tuple[int, int]]:
     return corners
 
 
-def train_tiles(tissue: np.ndarray, near: np.ndarray, k: int, *, min_tissue: float | None = None
+def train_tiles(tissue: np.ndarray, near: np.ndarray, k: int, *, min_tissue: float = TRAIN_TISSUE
                 ) -> tuple[list[tuple[int, int]], np.ndarray]:
     """Half-overlapping k x k training tiles away from ``near``: (corners of those with >= ``min_tissue`` tissue,
     the area of every tile with >= 50 % tissue). The evaluation windows avoid the latter, so raising
     ``min_tissue`` changes what the model trains on and not which images it is judged on."""
-    min_tissue = TRAIN_TISSUE if min_tissue is None else min_tissue
     corners, seen = [], np.zeros(tissue.shape, bool)
     for y in range(0, tissue.shape[0] - k + 1, k // 2):
         for x in range(0, tissue.shape[1] - k + 1, k // 2):
@@ -106,13 +105,13 @@ def main(out: Path, min_tissue: float = TRAIN_TISSUE) -> None:
     for y, x in held:
         near[max(0, y - MARGIN):y + HELD + MARGIN, max(0, x - MARGIN):x + HELD + MARGIN] = True
     corners, seen = train_tiles(tissue, near, TILE, min_tissue=min_tissue)
-    names = {f"he_{y:04d}_{x:04d}.png" for y, x in corners}
-    stale = [f.name for f in (out / "train").glob("*") if f.name not in names]
+    names = {(y, x): f"he_{y:04d}_{x:04d}.png" for y, x in corners}
+    stale = [f.name for f in (out / "train").glob("*") if f.name not in names.values()]
     if stale:  # a model would train on them too
         sys.exit(f"{out / 'train'}: holds {len(stale)} tiles this setting does not make (e.g. {stale[0]}); "
                  "expected an empty or matching folder")
-    for y, x in corners:
-        io.write(out / "train" / f"he_{y:04d}_{x:04d}.png", h[None, y:y + TILE, x:x + TILE])
+    for (y, x), name in names.items():
+        io.write(out / "train" / name, h[None, y:y + TILE, x:x + TILE])
     print(f"train: {len(corners)} tiles of {TILE}x{TILE} (half-overlapping, >= {min_tissue:.0%} tissue)")
     from neurodiff.metrics.cells import segment_nuclei
     for k, (y, x) in enumerate(eval_windows(h, tissue, seen, HELD, 4)):
