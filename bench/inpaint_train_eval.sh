@@ -3,7 +3,8 @@
 # crops; skipped when OUT/run has checkpoints), then `evaluate --task inpainting` on OUT/intact per schedule.
 #   DATA_SIZE=[512,384] TILE=128 bash bench/inpaint_train_eval.sh OUT TRAIN_IMAGES
 # Env: SCHEDULES, MASKS, CLASSIFIER, PRECISION, TILE, TAG as documented in bench/inpaint_ihc.sh; DATA_SIZE
-# (data.size): the size the training images are read at, their own size here (the tiny preset's is 32x32).
+# (data.size): the size the training images are read at, their own size here (the tiny preset's is 32x32);
+# JUMP_UNTIL, ETA: RePaint's --jump-until and --eta (default 1 and 1, RePaint's own; name the runs with TAG).
 set -euo pipefail
 OUT=$1
 NIMG=$2
@@ -20,6 +21,8 @@ MASKS=${MASKS:-1}
 for S in ${SCHEDULES:-250,10,10 100,10,10 100,10,5 50,5,5 250,10,1}; do
   IFS=, read -r ST JU RE <<< "$S"
   time neurodiff evaluate --task inpainting --model "$OUT/run" --real "$OUT/intact" --tile "${TILE:-128}" \
-    --steps "$ST" --jump "$JU" --resample "$RE" --masks-per-bin "$MASKS" ${CLASSIFIER:+--classifier "$CLASSIFIER"} \
+    --steps "$ST" --jump "$JU" --resample "$RE" --masks-per-bin "$MASKS" \
+    --jump-until "${JUMP_UNTIL:-1}" --eta "${ETA:-1}" \
+    ${CLASSIFIER:+--classifier "$CLASSIFIER"} \
     --precision "${PRECISION:-auto}" --out "$OUT/eval_${ST}_${JU}_${RE}${TAG:-}"
 done

@@ -54,8 +54,39 @@ def test_jump_schedule_walks_down_with_jumps_and_costs_the_classic_2410_calls():
         jump_schedule(20, 0, 3)
 
 
-@pytest.mark.parametrize("resample", [1, 5])
-def test_repaint_fills_the_mask_in_agreement_with_the_known_pixels(resample):
+def test_jump_until_keeps_the_jumps_to_the_noisiest_part_of_the_schedule():
+    seq = jump_schedule(20, 5, 3, until=0.5)                 # jump points at 15 and 10 steps left, not at 5
+    tops = [a for a, b in zip(seq, seq[1:]) if b < a]        # where the walk turns back up
+    assert tops and max(tops) == 10
+    assert network_calls(seq) == 20 + 2 * 2 * 5
+    assert jump_schedule(20, 5, 3, until=1.0) == jump_schedule(20, 5, 3)
+    assert jump_schedule(20, 5, 3, until=0) == list(range(21))
+    assert network_calls(jump_schedule(250, 10, 10, until=0.5)) == 250 + 12 * 9 * 10
+    with pytest.raises(NeurodiffError, match="--jump-until"):
+        jump_schedule(20, 5, 3, until=1.5)
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_repaint_with_an_exact_denoiser_keeps_the_data_distribution_under_jumps(eta):
+    """All masked: RePaint samples the prior. With the exact denoiser neither the ancestral (eta 1) nor the
+    deterministic (eta 0) steps down drift, however often the jumps re-noise: v keeps mean 0 and std S (with
+    enough steps: at 20 both lose some 10-20 % of the std, the discretisation's error)."""
+    n = 400
+    known = torch.zeros(n, 1, 4, 4, dtype=torch.float64)
+    mask = torch.ones_like(known, dtype=torch.bool)
+    sigmas = torch.cat([karras(250, 0.002, 80.0), torch.zeros(1, dtype=torch.float64)])   # fine enough steps
+    gens = [torch.Generator().manual_seed(k) for k in range(n)]
+    y = repaint(flat_denoiser, known, mask, sigmas, jump_schedule(250, 25, 5), gens, eta=eta)
+    v = y.mean(dim=(1, 2, 3))
+    assert (y - v.view(-1, 1, 1, 1)).abs().max() < 1e-3     # every sample is one flat value, as the data are
+    assert abs(v.mean().item()) < 3 * S / n ** 0.5
+    assert abs(v.std().item() / S - 1) < 0.12, v.std().item()
+    with pytest.raises(NeurodiffError, match="--eta"):
+        repaint(flat_denoiser, known, mask, sigmas, [0, 1], gens, eta=1.5)
+
+
+@pytest.mark.parametrize("resample,eta", [(1, 1.0), (5, 1.0), (5, 0.0)])
+def test_repaint_fills_the_mask_in_agreement_with_the_known_pixels(resample, eta):
     """Known half = c: the exact posterior says the other half is c too; plain replacement gets most of the way,
     jumps (resampling) get closer."""
     c = 0.6
@@ -64,7 +95,7 @@ def test_repaint_fills_the_mask_in_agreement_with_the_known_pixels(resample):
     mask[..., 4:] = True
     sigmas = torch.cat([karras(30, 0.002, 80.0), torch.zeros(1, dtype=torch.float64)])
     gens = [torch.Generator().manual_seed(k) for k in range(4)]
-    y = repaint(flat_denoiser, known, mask, sigmas, jump_schedule(30, 3, resample), gens)
+    y = repaint(flat_denoiser, known, mask, sigmas, jump_schedule(30, 3, resample), gens, eta=eta)
     assert torch.equal(y[~mask.expand_as(y)], known.float()[~mask.expand_as(y)])   # known pixels untouched
     err = (y[mask.expand_as(y)] - c).abs().max().item()
     assert err < (0.35 if resample == 1 else 0.1), err
@@ -166,13 +197,15 @@ def test_evaluate_inpainting_protocol_reports_cell_errors_per_bin(tiny_run, tmp_
     img = (np.asarray(data.cell())[:96:2, :96:2]).astype(np.uint8)   # real microscopy, 48 x 48
     io.write(intact / "cell.png", img[None])
     assert main(["evaluate", "--task", "inpainting", "--model", str(tiny_run), "--real", str(intact),
-                 "--out", str(tmp_path / "rep"), "--steps", "4", "--jump", "2", "--resample", "1"]) == 0
+                 "--out", str(tmp_path / "rep"), "--steps", "4", "--jump", "2", "--resample", "1",
+                 "--jump-until", "0.5", "--eta", "0"]) == 0
     out = capsys.readouterr().out
     assert "masks 5%-15%" in out and "4 network calls per tile" in out
     import json
     m = json.loads((tmp_path / "rep" / "metrics.json").read_text())
     assert set(m["per_bin_median"]) == {"5%-15%", "15%-30%", "30%-50%"}
     assert (m["steps"], m["jump"], m["resample"], m["tile"], m["precision"]) == (4, 2, 1, None, "auto")
+    assert (m["jump_until"], m["eta"]) == (0.5, 0.0)
     assert len(m["per_image"]) == 3 and all(0.05 <= r["mask_fraction"] <= 0.5 for r in m["per_image"])
     for r in m["per_image"]:
         y = io.read(tmp_path / "rep" / "repaired" / f"cell_bin{m['per_image'].index(r)}.png")[0][0]

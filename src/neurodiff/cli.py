@@ -14,6 +14,8 @@ from neurodiff.errors import NeurodiffError
 PRECISIONS = ("auto", "fp32", "bf16")   # neurodiff.precision.PRECISIONS, spelled out: the CLI imports no torch
 PRECISION_HELP = ("the network's precision while sampling: auto (bf16 on GPUs, float32 on CPUs), fp32, or bf16 "
                   "(about 2x faster on CPUs with native bf16; float32 with a warning on CPUs without)")
+JUMP_UNTIL_HELP = "RePaint jumps only in this first, noisiest fraction of the steps (default 1: all of them)"
+ETA_HELP = "fresh noise of each step down inside the mask: 1 ancestral as in RePaint (default), 0 deterministic"
 EPILOG = "Multi-GPU / multi-node: the same command under torchrun, e.g. torchrun --nproc_per_node 2 -m neurodiff.cli train ..."
 
 
@@ -95,6 +97,8 @@ def _parser() -> argparse.ArgumentParser:
     ip.add_argument("--steps", type=int, default=250, help="noise levels of the schedule (default 250)")
     ip.add_argument("--jump", type=int, default=10, help="RePaint jump length (default 10)")
     ip.add_argument("--resample", type=int, default=10, help="RePaint resampling count (default 10; 1 = no jumps)")
+    ip.add_argument("--jump-until", type=float, default=1.0, help=JUMP_UNTIL_HELP)
+    ip.add_argument("--eta", type=float, default=1.0, help=ETA_HELP)
     ip.add_argument("--tile", type=int, default=None,
                     help="tile size for large images (default: the model's training size; 0 = whole image)")
     ip.add_argument("--overlap", type=int, default=None, help="tile overlap (default: 32, at most a quarter tile)")
@@ -148,6 +152,8 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--steps", type=int, default=250, help="inpainting with --model: RePaint steps")
     v.add_argument("--jump", type=int, default=10, help="inpainting with --model: jump length")
     v.add_argument("--resample", type=int, default=10, help="inpainting with --model: resampling count")
+    v.add_argument("--jump-until", type=float, default=1.0, help="inpainting with --model: " + JUMP_UNTIL_HELP)
+    v.add_argument("--eta", type=float, default=1.0, help="inpainting with --model: " + ETA_HELP)
     v.add_argument("--tile", type=int, default=None, help="inpainting with --model: tile size")
     v.add_argument("--seed", type=int, default=0, help="inpainting with --model: masks and noise")
     v.add_argument("--precision", default="auto", choices=PRECISIONS,
@@ -334,9 +340,9 @@ def cmd_evaluate(args) -> int:
         from neurodiff.train.state import load_model
 
         m = evaluate_inpainting(load_model(args.model), args.real, args.out, steps=args.steps, jump=args.jump,
-                                resample=args.resample, tile=args.tile, limit=args.limit, seed=args.seed,
-                                masks_per_bin=args.masks_per_bin, classifier=args.classifier,
-                                precision=args.precision)
+                                resample=args.resample, jump_until=args.jump_until, eta=args.eta, tile=args.tile,
+                                limit=args.limit, seed=args.seed, masks_per_bin=args.masks_per_bin,
+                                classifier=args.classifier, precision=args.precision)
         for b, v in m["per_bin_median"].items():
             ref = (f" (another image's tissue pasted in: {v['reference_density_rel_err']:.1%}, "
                    f"{v['reference_mean_size_rel_err']:.1%})" if "reference_density_rel_err" in v else "")

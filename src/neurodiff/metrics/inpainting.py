@@ -129,7 +129,8 @@ def _rel(f: float, r: float) -> float:
 
 
 def evaluate_inpainting(model, real_dir, out_dir, *, steps: int = 250, jump: int = 10, resample: int = 10,
-                        tile: int | None = None, overlap: int | None = None, limit: int | None = None, seed: int = 0,
+                        jump_until: float = 1.0, eta: float = 1.0, tile: int | None = None,
+                        overlap: int | None = None, limit: int | None = None, seed: int = 0,
                         masks_per_bin: int = 1, classifier: str | Path | None = None, precision: str = "auto",
                         progress: bool = True) -> dict:
     """Repaint random masks on the intact images of ``real_dir``; metrics.json + repaired images in ``out_dir``."""
@@ -161,8 +162,9 @@ def evaluate_inpainting(model, real_dir, out_dir, *, steps: int = 250, jump: int
             lo, hi = BINS[b]
             k = i * 10 + b + 1_000_003 * r    # r = 0: the masks and noise of a one-mask-per-bin run
             mask = random_mask(x.shape[1:], lo, hi, seed * 100_003 + k)
-            y, info = inpaint_array(model, x, mask, steps=steps, jump=jump, resample=resample, tile=tile,
-                                    overlap=overlap, seed=seed + k, progress=False, precision=precision)
+            y, info = inpaint_array(model, x, mask, steps=steps, jump=jump, resample=resample,
+                                    jump_until=jump_until, eta=eta, tile=tile, overlap=overlap, seed=seed + k,
+                                    progress=False, precision=precision)
             stem = p.stem.split('.')[0]
             name = f"{stem}_bin{b}{f'_m{r}' if r else ''}{p.name[len(stem):]}"
             io.write(out_dir / "repaired" / name, y, meta)
@@ -203,7 +205,8 @@ def evaluate_inpainting(model, real_dir, out_dir, *, steps: int = 250, jump: int
         ssims = [r["ssim_in_mask"] for r in sel if r["ssim_in_mask"] is not None]
         per_bin[f"{lo:.0%}-{hi:.0%}"]["ssim_in_mask"] = float(np.median(ssims)) if ssims else None
     m = {"task": "inpainting", "model": str(getattr(model, "source", "")), "real": str(real_dir),
-         "steps": steps, "jump": jump, "resample": resample, "precision": precision, "tile": tile,
+         "steps": steps, "jump": jump, "resample": resample, "jump_until": jump_until, "eta": eta,
+         "precision": precision, "tile": tile,
          "network_calls_per_tile": rows[0]["network_calls_per_tile"],
          "n_images": len(files), "masks_per_bin": masks_per_bin, "seconds": time.perf_counter() - t0, "per_bin_median": per_bin,
          "density_rel_err_median": float(np.nanmedian([r["density_rel_err"] for r in rows])),

@@ -6,6 +6,12 @@ harmonises it with what is known; RePaint's "jumps" go back up ``jump`` steps ``
 points of the schedule to let both parts agree. The schedule is data (``jump_schedule``: the list of schedule
 indices visited), so its cost in network calls is counted before anything runs.
 
+Every jump re-noises the fill and denoises it again, and a denoiser that is not exact loses a little of the fine
+structure each time: a small model's fills grow darker and lose nuclei with every resampling, most in the late,
+low-noise part of the schedule (bench/inpaint_he.sh, README). ``jump_until`` keeps the jumps to the noisiest
+fraction of the schedule, where the fill's layout is decided, and ``eta`` sets how much fresh noise a step down
+adds inside the mask (1: ancestral, DDPM-like as in RePaint; 0: deterministic, DDIM-like).
+
 Large images are processed tile by tile (only tiles whose centre touches the mask), each tile a full RePaint run
 in which pixels already filled by earlier tiles count as known: the next tile continues them, so no seam
 forms, and memory is that of one tile whatever the image size. Known pixels are copied from the input array,
@@ -30,21 +36,25 @@ from neurodiff.tasks.generate import build_denoiser, make_cond, sample_seed, sam
 from neurodiff.tiling import pad_to_multiple, regions
 
 
-def jump_schedule(steps: int, jump: int = 10, resample: int = 10) -> list[int]:
+def jump_schedule(steps: int, jump: int = 10, resample: int = 10, until: float = 1.0) -> list[int]:
     """Indices into a schedule of ``steps + 1`` sigmas (0 = noisiest, steps = clean), in the order visited.
 
     Going down one index costs a network call; going up adds noise. With r steps left, at every r that is a
-    multiple of ``jump`` (0 < r, r + jump <= steps) the walk goes back up ``jump`` steps, ``resample - 1`` times.
+    multiple of ``jump`` (0 < r, r + jump <= steps) the walk goes back up ``jump`` steps, ``resample - 1`` times;
+    ``until`` < 1 keeps those jumps to the first ``until`` of the steps (steps - r <= until * steps).
     """
     for name, v, lo in (("steps", steps, 1), ("jump", jump, 1), ("resample", resample, 1)):
         if not isinstance(v, int) or v < lo:
             raise NeurodiffError(f"--{name}: expected an integer >= {lo}, got {v}")
+    if isinstance(until, bool) or not isinstance(until, (int, float)) or not 0 <= until <= 1:
+        raise NeurodiffError(f"--jump-until: expected a fraction of the steps in [0, 1], got {until}")
     seq, i, done = [0], 0, {}
     while i < steps:
         i += 1
         seq.append(i)
         r = steps - i
-        if 0 < r and r + jump <= steps and r % jump == 0 and done.get(r, 0) < resample - 1:
+        if (0 < r and r + jump <= steps and r % jump == 0 and steps - r <= until * steps
+                and done.get(r, 0) < resample - 1):
             done[r] = done.get(r, 0) + 1
             seq.extend(range(i - 1, i - jump - 1, -1))
             i -= jump
@@ -56,13 +66,20 @@ def network_calls(schedule: list[int]) -> int:
     return sum(b > a for a, b in zip(schedule, schedule[1:]))
 
 
+def _check_eta(eta) -> None:
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta <= 1:
+        raise NeurodiffError(f"--eta: expected a number in [0, 1], got {eta}")
+
+
 def repaint(D, known: torch.Tensor, mask: torch.Tensor, sigmas: torch.Tensor, schedule: list[int],
-            generators: list, init_scale: float = 1.0, callback=None) -> torch.Tensor:
+            generators: list, init_scale: float = 1.0, callback=None, eta: float = 1.0) -> torch.Tensor:
     """RePaint in the sigma parametrisation (x = x0 + sigma * n) shared by EDM and VP models.
 
     ``known`` [N, C, *S] normalised (ignored where masked); ``mask`` [N, 1 or C, *S] bool, True = fill.
+    ``eta``: fresh noise of the steps down in the mask (1 ancestral, 0 deterministic).
     Returns [N, C, *S] float32 with the known pixels equal to ``known``.
     """
+    _check_eta(eta)
     k = known.to(torch.float64)
     s0 = sigmas[schedule[0]]
     x = torch.where(mask, randn_like(k, generators) * s0 * init_scale, k + s0 * randn_like(k, generators))
@@ -70,7 +87,7 @@ def repaint(D, known: torch.Tensor, mask: torch.Tensor, sigmas: torch.Tensor, sc
         sa, sb = sigmas[a], sigmas[b]
         if b > a:                                             # down: the model fills, the known part is re-noised
             x0 = _D(D, x, sa)
-            fill = x0 if sb == 0 else ancestral_step(x, x0, sa, sb, randn_like(x, generators))
+            fill = x0 if sb == 0 else ancestral_step(x, x0, sa, sb, randn_like(x, generators), eta)
             x = torch.where(mask, fill, k if sb == 0 else k + sb * randn_like(k, generators))
         else:                                                 # up: forward diffusion from sa to sb > sa
             x = x + (sb ** 2 - sa ** 2).sqrt() * randn_like(x, generators)
@@ -110,8 +127,9 @@ def _pad(x: torch.Tensor, m: torch.Tensor, factor: int):
 
 @torch.no_grad()
 def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 250, jump: int = 10,
-                  resample: int = 10, tile: int | None = None, overlap: int | None = None, label: int | None = None,
-                  scalars: list[float] | None = None, guidance: float = 1.0, seed: int = 0, device="cpu",
+                  resample: int = 10, jump_until: float = 1.0, eta: float = 1.0, tile: int | None = None,
+                  overlap: int | None = None, label: int | None = None, scalars: list[float] | None = None,
+                  guidance: float = 1.0, seed: int = 0, device="cpu",
                   progress: bool = False, out=None, codec=None, precision: str = "auto") -> tuple[np.ndarray, dict]:
     """Fill ``mask`` (True = fill, spatial shape of ``image`` [C, *S] in data units) -> (image, info).
 
@@ -146,7 +164,8 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
     precond = make_precond(cfg.diffusion)
     d = cfg.diffusion
     sigmas = sampling_sigmas(precond, steps, d.sigma_min, d.sigma_max, d.rho).to(torch.float64)
-    schedule = jump_schedule(len(sigmas) - 1, jump, resample)
+    schedule = jump_schedule(len(sigmas) - 1, jump, resample, jump_until)
+    _check_eta(eta)
     init = float((1 + sigmas[0] ** 2).sqrt() / sigmas[0]) if getattr(precond, "sigma_table", None) is not None else 1.0
     factor = 2 ** (len(cfg.model.channel_mult) - 1) * codec.factor
     tile = tile if tile is not None else max(cfg.data.meta.get("shape", [0, 256])[1:]) * codec.factor
@@ -185,7 +204,7 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
             gen = [torch.Generator().manual_seed(sample_seed(seed, k))]
             with autocast:
                 y = repaint(lambda a, s: D(a.float().to(device), s.to(device)).float().cpu(), x, m, sigmas,
-                            schedule, gen, init)
+                            schedule, gen, init, eta=eta)
             if latent:
                 y = codec.decode(y.to(device)).float().clamp(-1, 1).cpu()
             y = y if crop is None else y[(slice(None), slice(None), *crop)]

@@ -46,7 +46,8 @@ def run_inpaint(args, load_model) -> dict:
         out = zarrio.create(args.out, image.shape, image.dtype, meta)
         zarrio.copy_regions(image, out)
     out, info = inpaint_array(model, image, mask, steps=args.steps, jump=args.jump, resample=args.resample,
-                              tile=args.tile, overlap=args.overlap, label=label,
+                              jump_until=args.jump_until, eta=args.eta, tile=args.tile, overlap=args.overlap,
+                              label=label,
                               scalars=covariate_row(cfg, parse_covariates(args.covariate)), guidance=guidance,
                               seed=args.seed, progress=not args.no_progress, out=out, precision=args.precision)
     if lazy:
