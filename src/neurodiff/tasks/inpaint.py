@@ -7,10 +7,11 @@ points of the schedule to let both parts agree. The schedule is data (``jump_sch
 indices visited), so its cost in network calls is counted before anything runs.
 
 Every jump re-noises the fill and denoises it again, and a denoiser that is not exact loses a little of the fine
-structure each time: a small model's fills grow darker and lose nuclei with every resampling, most in the late,
-low-noise part of the schedule (bench/inpaint_he.sh, README). ``jump_until`` keeps the jumps to the noisiest
-fraction of the schedule, where the fill's layout is decided, and ``eta`` sets how much fresh noise a step down
-adds inside the mask (1: ancestral, DDPM-like as in RePaint; 0: deterministic, DDIM-like).
+structure each time: a small model's fills can grow darker and lose nuclei with every resampling, most in the
+late, low-noise part of the schedule (bench/inpaint_he.sh; on bench/inpaint_ihc.sh they did not, see the README).
+``jump_until`` keeps the jumps to the noisiest fraction of the schedule, where the fill's layout is decided, and
+``eta`` sets how much fresh noise a step down adds inside the mask (1: ancestral, DDPM-like as in RePaint; 0:
+deterministic, DDIM-like).
 
 Large images are processed tile by tile (only tiles whose centre touches the mask), each tile a full RePaint run
 in which pixels already filled by earlier tiles count as known: the next tile continues them, so no seam
