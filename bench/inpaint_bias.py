@@ -48,21 +48,27 @@ def model_alone(out: Path, model, n: int, steps: int) -> dict:
     rng = np.random.default_rng(0)
     res = {}
     for size in (64, 128):
-        if len(train) == 1:  # one large image (inpaint_ihc.sh): n random crops of it
-            t = train[0]
-            ys, xs = rng.integers(0, t.shape[0] - size, n), rng.integers(0, t.shape[1] - size, n)
-            real = [t[y:y + size, x:x + size] for y, x in zip(ys, xs)]
-        else:                # tiles (inpaint_he.sh): a random crop of each of n random tiles
-            real = []
-            for t in (train[i] for i in rng.integers(0, len(train), n)):
-                y, x = rng.integers(0, t.shape[0] - size + 1), rng.integers(0, t.shape[1] - size + 1)
-                real.append(t[y:y + size, x:x + size])
+        real = random_crops(train, size, n, rng)
         with torch.no_grad():
             x = sample_batch(model.net, model.cfg, list(range(n)), steps=steps, shape=[1, size, size],
                              precision="bf16")
         gen = [norm.denormalize(t, "float32")[0] for t in x]
         res[f"{size}px"] = {"real_crops": nuclei_stats(real), "samples": nuclei_stats(gen)}
     return res
+
+
+def random_crops(train: list[np.ndarray], size: int, n: int, rng) -> list[np.ndarray]:
+    """``n`` random ``size``^2 crops of the training images: of the one large image (inpaint_ihc.sh), or one of each
+    of ``n`` random tiles (inpaint_he.sh)."""
+    if len(train) == 1:
+        t = train[0]
+        ys, xs = rng.integers(0, t.shape[0] - size, n), rng.integers(0, t.shape[1] - size, n)
+        return [t[y:y + size, x:x + size] for y, x in zip(ys, xs)]
+    real = []
+    for t in (train[i] for i in rng.integers(0, len(train), n)):
+        y, x = rng.integers(0, t.shape[0] - size + 1), rng.integers(0, t.shape[1] - size + 1)
+        real.append(t[y:y + size, x:x + size])
+    return real
 
 
 def images(folder: Path) -> list[np.ndarray]:

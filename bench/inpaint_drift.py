@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from inpaint_bias import images, nuclei_stats
+from inpaint_bias import images, nuclei_stats, random_crops
 from neurodiff.data.normalize import Normalizer
 from neurodiff.diffusion.denoiser import make_precond
 from neurodiff.diffusion.schedules import sampling_sigmas
@@ -42,12 +42,7 @@ def main() -> None:
     model = load_model(args.run or args.out / "run")
     cfg, d, n, size = model.cfg, model.cfg.diffusion, args.n, args.size
     norm = Normalizer(**cfg.data.meta["normalizer"])
-    rng = np.random.default_rng(0)
-    real = []
-    train = images(args.out / "train")
-    for t in (train[i] for i in rng.integers(0, len(train), n)):
-        y, x = rng.integers(0, t.shape[0] - size + 1), rng.integers(0, t.shape[1] - size + 1)
-        real.append(t[y:y + size, x:x + size])
+    real = random_crops(images(args.out / "train"), size, n, np.random.default_rng(0))
 
     def row(name, imgs, calls, t0):
         s = nuclei_stats(imgs)
