@@ -376,6 +376,47 @@ def test_bf16_inpainting_keeps_known_pixels_and_stays_close_to_float32(tiny_run,
     assert "--precision: only with --task inpainting --model" in capsys.readouterr().err
 
 
+def test_batched_repaints_match_one_at_a_time_and_evaluate_batches_them(tiny_run, mni, tmp_path, capsys):
+    """inpaint_batch: N masks of one image in one batch give what N single whole-image runs with the same seeds
+    give (up to the batched network's rounding), known pixels exact; evaluate --batch uses it, same masks."""
+    import json
+
+    from neurodiff.tasks.inpaint import inpaint_batch
+    from neurodiff.train.state import load_model
+
+    model = load_model(tiny_run)
+    img = mni[40:104, 30:94, 90].astype(np.uint8)[None]
+    masks = np.zeros((3, 64, 64), bool)
+    masks[0, 20:40, 10:50], masks[1, :, 30:36], masks[2, 5:60, 5:20] = True, True, True
+    opts = dict(steps=6, jump=2, resample=2, jump_until=0.5, eta=0.5)
+    ys = inpaint_batch(model, img, masks, [5, 6, 7], **opts)
+    assert ys.shape == (3, *img.shape) and ys.dtype == img.dtype
+    for y, m, seed in zip(ys, masks, [5, 6, 7]):
+        one = inpaint_array(model, img, m, tile=0, seed=seed, **opts)[0]
+        assert np.array_equal(y[:, ~m], img[:, ~m]) and not np.array_equal(y[:, m], img[:, m])
+        assert np.abs(y.astype(int) - one).max() <= 2 and np.mean(y == one) > 0.99
+    with pytest.raises(NeurodiffError, match="one seed per mask"):
+        inpaint_batch(model, img, masks, [1, 2])
+    intact = tmp_path / "intact"
+    io.write(intact / "a.png", img)
+    run = {}
+    for b in (1, 4):
+        assert main(["evaluate", "--task", "inpainting", "--model", str(tiny_run), "--real", str(intact), "--out",
+                     str(tmp_path / f"b{b}"), "--steps", "4", "--jump", "2", "--resample", "2", "--tile", "0",
+                     "--masks-per-bin", "2", "--batch", str(b)]) == 0
+        run[b] = json.loads((tmp_path / f"b{b}" / "metrics.json").read_text())
+        assert run[b]["batch"] == b and run[b]["network_calls_per_tile"] == 6 and len(run[b]["per_image"]) == 6
+    for r1, r4 in zip(run[1]["per_image"], run[4]["per_image"]):
+        assert r1["mask_fraction"] == r4["mask_fraction"] and abs(r1["psnr_in_mask"] - r4["psnr_in_mask"]) < 0.2
+    name = run[4]["per_image"][5]["file"]
+    assert (tmp_path / "b4" / "repaired" / "a_bin2_m1.png").is_file() and name == "a.png"
+    assert main(["evaluate", "--task", "inpainting", "--model", str(tiny_run), "--real", str(intact), "--out",
+                 str(tmp_path / "x"), "--tile", "32", "--batch", "2"]) == 2
+    assert "repaints the whole image as one tile" in capsys.readouterr().err
+    assert main(["evaluate", "--task", "inpainting", "--model", str(tiny_run), "--real", str(intact), "--out",
+                 str(tmp_path / "x"), "--batch", "0"]) == 2
+
+
 def _load_bench(name):
     import importlib.util
     from pathlib import Path

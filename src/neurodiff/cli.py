@@ -160,6 +160,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="inpainting with --model: " + PRECISION_HELP)
     v.add_argument("--masks-per-bin", type=int, default=1, help="inpainting with --model: random masks per image "
                    "and mask-size bin (more masks, less noise in the medians)")
+    v.add_argument("--batch", type=int, default=1, help="inpainting with --model: repaint this many masks of an "
+                   "image at once, whole image as one tile (faster on a GPU)")
     v.add_argument("--classifier", default=None, help="inpainting with --model: count classification flips with "
                    "this classifier (a train-features file trained on class sub-folders, or TorchScript "
                    "[N, C, H, W] in [-1, 1] -> logits)")
@@ -336,23 +338,15 @@ def cmd_evaluate(args) -> int:
     if args.model:
         if args.task != "inpainting":
             raise NeurodiffError("--model: only with --task inpainting (the other tasks compare --real with --fake)")
-        from neurodiff.metrics.inpainting import evaluate_inpainting
+        from neurodiff import dist
+        from neurodiff.metrics.inpainting import evaluate_inpainting, summary_lines
         from neurodiff.train.state import load_model
 
-        m = evaluate_inpainting(load_model(args.model), args.real, args.out, steps=args.steps, jump=args.jump,
-                                resample=args.resample, jump_until=args.jump_until, eta=args.eta, tile=args.tile,
-                                limit=args.limit, seed=args.seed, masks_per_bin=args.masks_per_bin,
-                                classifier=args.classifier, precision=args.precision)
-        for b, v in m["per_bin_median"].items():
-            ref = (f" (another image's tissue pasted in: {v['reference_density_rel_err']:.1%}, "
-                   f"{v['reference_mean_size_rel_err']:.1%})" if "reference_density_rel_err" in v else "")
-            print(f"masks {b}: median density error {v['density_rel_err']:.1%}, mean-size error "
-                  f"{v['mean_size_rel_err']:.1%}{ref}, PSNR in mask {v['psnr_in_mask']:.2f} dB; whole patch "
-                  f"{v['patch_density_rel_err']:.1%}, {v['patch_mean_size_rel_err']:.1%}; all masks pooled "
-                  f"{v['pooled_density_rel_err']:.1%}, {v['pooled_mean_size_rel_err']:.1%}"
-                  + (f"; classification flips {v['classification_flips']:.0%} (top-2 "
-                     f"{v['classification_flips_top2']:.0%})" if "classification_flips" in v else ""))
-        print(f"{m['network_calls_per_tile']} network calls per tile; wrote {Path(args.out) / 'metrics.json'}")
+        m = evaluate_inpainting(load_model(args.model, dist.init()), args.real, args.out, steps=args.steps,
+                                jump=args.jump, resample=args.resample, jump_until=args.jump_until, eta=args.eta,
+                                tile=args.tile, limit=args.limit, seed=args.seed, masks_per_bin=args.masks_per_bin,
+                                classifier=args.classifier, precision=args.precision, batch=args.batch)
+        print("\n".join(summary_lines(m)) + f"; wrote {Path(args.out) / 'metrics.json'}")
         return 0
     if args.classifier:
         raise NeurodiffError("--classifier: only with --task inpainting --model (flips of the repaints it makes)")

@@ -132,12 +132,13 @@ def evaluate_inpainting(model, real_dir, out_dir, *, steps: int = 250, jump: int
                         jump_until: float = 1.0, eta: float = 1.0, tile: int | None = None,
                         overlap: int | None = None, limit: int | None = None, seed: int = 0,
                         masks_per_bin: int = 1, classifier: str | Path | None = None, precision: str = "auto",
-                        progress: bool = True) -> dict:
-    """Repaint random masks on the intact images of ``real_dir``; metrics.json + repaired images in ``out_dir``."""
+                        batch: int = 1, progress: bool = True) -> dict:
+    """Repaint random masks on the intact images of ``real_dir``; metrics.json + repaired images in ``out_dir``.
+    ``batch`` > 1: that many masks of an image repainted at once, the whole image as one tile (``inpaint_batch``)."""
     from neurodiff.metrics import image
     from neurodiff.metrics.cells import segment_nuclei
     from neurodiff.metrics.evaluate import _atomic_write
-    from neurodiff.tasks.inpaint import inpaint_array
+    from neurodiff.tasks.inpaint import inpaint_array, inpaint_batch, jump_schedule, network_calls
 
     real_dir, out_dir = Path(real_dir), Path(out_dir)
     files = sorted(p for p in real_dir.rglob("*") if p.is_file() and io.is_image_file(p))[:limit]
@@ -145,6 +146,8 @@ def evaluate_inpainting(model, real_dir, out_dir, *, steps: int = 250, jump: int
         raise NeurodiffError(f"{real_dir}: no image files")
     if isinstance(masks_per_bin, bool) or not isinstance(masks_per_bin, int) or masks_per_bin < 1:
         raise NeurodiffError(f"--masks-per-bin: expected an integer >= 1, got {masks_per_bin!r}")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise NeurodiffError(f"--batch: expected an integer >= 1, got {batch!r}")
     clf = _load_classifier(classifier, files) if classifier else None
     rows, t0 = [], time.perf_counter()
     jobs = [(b, r) for b in range(len(BINS)) for r in range(masks_per_bin)]
@@ -158,13 +161,26 @@ def evaluate_inpainting(model, real_dir, out_dir, *, steps: int = 250, jump: int
         donor = io.read(files[(i + 1) % len(files)])[0] if len(files) > 1 else None
         if donor is not None and donor.shape != x.shape:
             donor = None
-        for b, r in jobs:
+        ks = [i * 10 + b + 1_000_003 * r for b, r in jobs]    # r = 0: the masks and noise of a one-mask-per-bin run
+        masks = [random_mask(x.shape[1:], *BINS[b], seed * 100_003 + k) for (b, r), k in zip(jobs, ks)]
+        opts = dict(steps=steps, jump=jump, resample=resample, jump_until=jump_until, eta=eta, precision=precision)
+        if batch > 1 and tile and max(x.shape[1:]) > tile:
+            raise NeurodiffError(f"{p}: --batch {batch} repaints the whole image as one tile; it is larger than "
+                                 f"--tile {tile} (give --tile 0 or --batch 1)")
+        if batch > 1:
+            ys = [y for j in range(0, len(jobs), batch)
+                  for y in inpaint_batch(model, x, np.stack(masks[j:j + batch]), [seed + k for k in ks[j:j + batch]],
+                                         **opts)]
+            info = {"network_calls_per_tile": network_calls(jump_schedule(steps, jump, resample, jump_until)),
+                    "tiles": 1}
+        for j, (b, r) in enumerate(jobs):
             lo, hi = BINS[b]
-            k = i * 10 + b + 1_000_003 * r    # r = 0: the masks and noise of a one-mask-per-bin run
-            mask = random_mask(x.shape[1:], lo, hi, seed * 100_003 + k)
-            y, info = inpaint_array(model, x, mask, steps=steps, jump=jump, resample=resample,
-                                    jump_until=jump_until, eta=eta, tile=tile, overlap=overlap, seed=seed + k,
-                                    progress=False, precision=precision)
+            mask = masks[j]
+            if batch > 1:
+                y = ys[j]
+            else:
+                y, info = inpaint_array(model, x, mask, tile=tile, overlap=overlap, seed=seed + ks[j], progress=False,
+                                        **opts)
             stem = p.stem.split('.')[0]
             name = f"{stem}_bin{b}{f'_m{r}' if r else ''}{p.name[len(stem):]}"
             io.write(out_dir / "repaired" / name, y, meta)
@@ -206,7 +222,7 @@ def evaluate_inpainting(model, real_dir, out_dir, *, steps: int = 250, jump: int
         per_bin[f"{lo:.0%}-{hi:.0%}"]["ssim_in_mask"] = float(np.median(ssims)) if ssims else None
     m = {"task": "inpainting", "model": str(getattr(model, "source", "")), "real": str(real_dir),
          "steps": steps, "jump": jump, "resample": resample, "jump_until": jump_until, "eta": eta,
-         "precision": precision, "tile": tile,
+         "precision": precision, "tile": tile, "batch": batch,
          "network_calls_per_tile": rows[0]["network_calls_per_tile"],
          "n_images": len(files), "masks_per_bin": masks_per_bin, "seconds": time.perf_counter() - t0, "per_bin_median": per_bin,
          "density_rel_err_median": float(np.nanmedian([r["density_rel_err"] for r in rows])),
@@ -218,3 +234,18 @@ def evaluate_inpainting(model, real_dir, out_dir, *, steps: int = 250, jump: int
     out_dir.mkdir(parents=True, exist_ok=True)
     _atomic_write(out_dir / "metrics.json", json.dumps(m, indent=2))
     return m
+
+
+def summary_lines(m: dict) -> list[str]:
+    """evaluate_inpainting's result as lines for the terminal: one per mask-size bin, then the cost."""
+    lines = []
+    for b, v in m["per_bin_median"].items():
+        ref = (f" (another image's tissue pasted in: {v['reference_density_rel_err']:.1%}, "
+               f"{v['reference_mean_size_rel_err']:.1%})" if "reference_density_rel_err" in v else "")
+        lines.append(f"masks {b}: median density error {v['density_rel_err']:.1%}, mean-size error "
+                     f"{v['mean_size_rel_err']:.1%}{ref}, PSNR in mask {v['psnr_in_mask']:.2f} dB; whole patch "
+                     f"{v['patch_density_rel_err']:.1%}, {v['patch_mean_size_rel_err']:.1%}; all masks pooled "
+                     f"{v['pooled_density_rel_err']:.1%}, {v['pooled_mean_size_rel_err']:.1%}"
+                     + (f"; classification flips {v['classification_flips']:.0%} (top-2 "
+                        f"{v['classification_flips_top2']:.0%})" if "classification_flips" in v else ""))
+    return lines + [f"{m['network_calls_per_tile']} network calls per tile, {m['seconds']:.0f} s"]

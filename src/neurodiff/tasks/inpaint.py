@@ -126,48 +126,93 @@ def _pad(x: torch.Tensor, m: torch.Tensor, factor: int):
     return x, (m if crop is None else pad_to_multiple(m, factor, value=False)[0]), crop
 
 
+def _check_inputs(model, image, mask_shape, channels: int) -> None:
+    """One-line errors for an image [C, *S] (numpy or lazy) and mask the model cannot inpaint."""
+    cfg, spatial = model.cfg, tuple(image.shape[1:])
+    if len(spatial) != cfg.model.dims:
+        raise NeurodiffError(f"the image is {len(spatial)}D ({list(image.shape)}), the model is {cfg.model.dims}D")
+    if image.shape[0] != channels:
+        raise NeurodiffError(f"the image has {image.shape[0]} channel(s), the model takes {channels}")
+    if cfg.model.cond_image_channels:
+        raise NeurodiffError(f"{getattr(model, 'source', 'the model')}: takes a conditioning image (context slices or "
+                             "a low-res input); inpainting needs an image-only model")
+    if tuple(mask_shape) != spatial:
+        raise NeurodiffError(f"mask shape {list(mask_shape)} does not match the image's {list(spatial)}")
+    if isinstance(image, np.ndarray) and not np.isfinite(image).all():
+        raise NeurodiffError("the image holds NaN or Inf values; mask them and set them to a finite value first")
+
+
+def _device(model, device):
+    """``device``, else where the model's weights are (the CPU for a net without parameters)."""
+    return device if device is not None else next(model.net.parameters(), torch.empty(0)).device
+
+
+def _plan(cfg, steps: int, jump: int, resample: int, jump_until: float, eta: float):
+    """(normaliser, preconditioning, sigmas float64, jump schedule, scale of the initial noise) of a RePaint run."""
+    precond, d = make_precond(cfg.diffusion), cfg.diffusion
+    sigmas = sampling_sigmas(precond, steps, d.sigma_min, d.sigma_max, d.rho).to(torch.float64)
+    schedule = jump_schedule(len(sigmas) - 1, jump, resample, jump_until)
+    _check_eta(eta)
+    init = float((1 + sigmas[0] ** 2).sqrt() / sigmas[0]) if getattr(precond, "sigma_table", None) is not None else 1.0
+    return Normalizer(**cfg.data.meta["normalizer"]), precond, sigmas, schedule, init
+
+
+@torch.no_grad()
+def inpaint_batch(model, image: np.ndarray, masks: np.ndarray, seeds: list[int], *, steps: int = 250,
+                  jump: int = 10, resample: int = 10, jump_until: float = 1.0, eta: float = 1.0, device=None,
+                  precision: str = "auto") -> np.ndarray:
+    """Repaint one image [C, *S] under N masks [N, *S] (True = fill) in one batch, the whole image as one tile
+    -> [N, C, *S] in the image's dtype. Pixel-space models; N times the memory of one. The RePaint arithmetic and the
+    noise stay on ``device`` (one generator per mask there), so on a CPU repaint k equals ``inpaint_array(...,
+    seed=seeds[k], tile=0)`` up to the batched network's rounding; on a GPU it draws other (CUDA) noise."""
+    cfg = model.cfg
+    if cfg.data.meta.get("latent"):
+        raise NeurodiffError("batched repaints: pixel-space models only; a latent model repaints one mask at a time")
+    if masks.ndim != image.ndim or len(seeds) != len(masks):
+        raise NeurodiffError(f"masks {list(masks.shape)} and {len(seeds)} seeds: expected [N, *S] masks for an image "
+                             f"{list(image.shape)} and one seed per mask")
+    _check_inputs(model, image, masks.shape[1:], cfg.model.in_channels)
+    device = _device(model, device)
+    norm, precond, sigmas, schedule, init = _plan(cfg, steps, jump, resample, jump_until, eta)
+    n = len(masks)
+    known = torch.from_numpy(norm.normalize(image))[None].expand(n, *image.shape)
+    x, m, crop = _pad(known, torch.from_numpy(masks.astype(bool))[:, None], 2 ** (len(cfg.model.channel_mult) - 1))
+    D = build_denoiser(model.net, precond, make_cond(cfg, [None] * n, None, device), n, 1.0, False, list(x.shape[1:]))
+    gens = [torch.Generator(device).manual_seed(sample_seed(s, 0)) for s in seeds]
+    with sampling_autocast(precision, device):
+        y = repaint(lambda a, s: D(a.float(), s).float(), x.to(device), m.to(device), sigmas, schedule,
+                    gens, init, eta=eta).cpu()
+    y = y if crop is None else y[(slice(None), slice(None), *crop)]
+    values = np.stack([norm.denormalize(v, np.dtype(image.dtype).name) for v in y])
+    return np.where(masks[:, None].astype(bool), values, image[None])
+
+
 @torch.no_grad()
 def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 250, jump: int = 10,
                   resample: int = 10, jump_until: float = 1.0, eta: float = 1.0, tile: int | None = None,
                   overlap: int | None = None, label: int | None = None, scalars: list[float] | None = None,
-                  guidance: float = 1.0, seed: int = 0, device="cpu",
+                  guidance: float = 1.0, seed: int = 0, device=None,
                   progress: bool = False, out=None, codec=None, precision: str = "auto") -> tuple[np.ndarray, dict]:
     """Fill ``mask`` (True = fill, spatial shape of ``image`` [C, *S] in data units) -> (image, info).
 
     ``image`` may be a lazy array (zarr) when ``out`` is a writable one holding a copy of it: tiles are then read
     and written one at a time, and memory does not grow with the image. ``codec``: a latent model's autoencoder
     (default: the one it was trained with). ``precision``: the network's, see ``sampling_autocast`` (the RePaint
-    arithmetic itself stays float64).
+    arithmetic itself stays float64). ``device``: the network's (default: where the model's weights are).
     """
     from neurodiff.codec import Identity
 
     cfg = model.cfg
     spatial = tuple(image.shape[1:])
-    if len(spatial) != cfg.model.dims:
-        raise NeurodiffError(f"the image is {len(spatial)}D ({list(image.shape)}), the model is {cfg.model.dims}D")
     codec = codec if codec is not None else getattr(model, "codec", Identity())
     if cfg.data.meta.get("latent") and isinstance(codec, Identity):
         raise NeurodiffError("a latent model: give its autoencoder (codec=) to inpaint")
     latent = not isinstance(codec, Identity)
-    channels = codec.ae.in_channels if latent else cfg.model.in_channels
-    if image.shape[0] != channels:
-        raise NeurodiffError(f"the image has {image.shape[0]} channel(s), the model takes {channels}")
-    if cfg.model.cond_image_channels:
-        raise NeurodiffError(f"{getattr(model, 'source', 'the model')}: takes a conditioning image (context slices or "
-                             "a low-res input); inpainting needs an image-only model")
-    if tuple(mask.shape) != spatial:
-        raise NeurodiffError(f"mask shape {list(mask.shape)} does not match the image's {list(spatial)}")
+    _check_inputs(model, image, mask.shape, codec.ae.in_channels if latent else cfg.model.in_channels)
     lazy = not isinstance(image, np.ndarray)
-    if not lazy and not np.isfinite(image).all():
-        raise NeurodiffError("the image holds NaN or Inf values; mask them and set them to a finite value first")
+    device = _device(model, device)
     autocast = sampling_autocast(precision, device)
-    norm = Normalizer(**cfg.data.meta["normalizer"])
-    precond = make_precond(cfg.diffusion)
-    d = cfg.diffusion
-    sigmas = sampling_sigmas(precond, steps, d.sigma_min, d.sigma_max, d.rho).to(torch.float64)
-    schedule = jump_schedule(len(sigmas) - 1, jump, resample, jump_until)
-    _check_eta(eta)
-    init = float((1 + sigmas[0] ** 2).sqrt() / sigmas[0]) if getattr(precond, "sigma_table", None) is not None else 1.0
+    norm, precond, sigmas, schedule, init = _plan(cfg, steps, jump, resample, jump_until, eta)
     factor = 2 ** (len(cfg.model.channel_mult) - 1) * codec.factor
     tile = tile if tile is not None else max(cfg.data.meta.get("shape", [0, 256])[1:]) * codec.factor
     if tile and tile % factor:

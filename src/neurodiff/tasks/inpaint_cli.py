@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from neurodiff import dist
 from neurodiff.data import io
 from neurodiff.errors import NeurodiffError
 from neurodiff.tasks.generate import covariate_row, parse_covariates, resolve_label
@@ -25,7 +26,7 @@ def read_mask(path, spatial: tuple[int, ...]) -> np.ndarray:
 def run_inpaint(args, load_model) -> dict:
     """``args`` from the CLI parser; ``load_model(path)`` -> LoadedModel (passed in: tasks sit below train)."""
     t0 = time.perf_counter()
-    model = load_model(args.model)
+    model = load_model(args.model, dist.init())   # the GPU when there is one
     lazy = io.format_of(args.image) == "zarr" and io.format_of(args.out) == "zarr"
     if lazy:  # zarr in and out: tile by tile, never the whole image in memory
         from neurodiff.data import zarrio
