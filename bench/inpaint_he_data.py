@@ -88,7 +88,8 @@ def eval_windows(h: np.ndarray, tissue: np.ndarray, seen: np.ndarray, k: int, n:
     return chosen
 
 
-def main(out: Path, min_tissue: float = TRAIN_TISSUE) -> None:
+def section() -> tuple[np.ndarray, np.ndarray]:
+    """(hematoxylin channel as uint8 [H, W], tissue mask [H, W]) of the whole slide region."""
     import tifffile
     try:
         rgb = tifffile.imread(slide_path())
@@ -98,8 +99,11 @@ def main(out: Path, min_tissue: float = TRAIN_TISSUE) -> None:
     h = color.rgb2hed(rgb)[..., 0]
     # contrast from the tissue alone: the slide is 70 % glass, and a few ink specks outshine every nucleus
     lo, hi = np.percentile(h[tissue], [1, 99.5])
-    h = (np.clip((h - lo) / (hi - lo), 0, 1) * 255).round().astype(np.uint8)
+    return (np.clip((h - lo) / (hi - lo), 0, 1) * 255).round().astype(np.uint8), tissue
 
+
+def main(out: Path, min_tissue: float = TRAIN_TISSUE) -> None:
+    h, tissue = section()
     held = pick_windows(tissue, HELD, 4)
     near = np.zeros(tissue.shape, bool)
     for y, x in held:

@@ -493,3 +493,24 @@ def test_he_bench_windows_hold_out_tissue_and_avoid_training_tiles_and_bands():
     assert [x for y, x in corners if y == 0] == [0, 4] and {y for y, _ in corners} == {0, 4, 8}
     assert seen[:, :16].all() and not seen[:, 16:].any()
     assert len(he.train_tiles(tissue, near, 8, min_tissue=0.5)[0]) == 3 * 3
+
+
+def test_floor_bench_pairs_windows_that_do_not_overlap_and_tables_by_nuclei_count():
+    """bench/inpaint_floor.py: in-mask counts and known-part density per window, the density-matched donor is a
+    non-overlapping window within the tolerance, errors are relative to window A's, medians by nuclei count."""
+    fl = _load_bench("inpaint_floor")
+    mask = np.zeros((10, 10), bool)
+    mask[:, :5] = True
+    centres, areas = np.array([[1, 1], [2, 3], [5, 7], [8, 8]]), np.array([10.0, 20.0, 30.0, 40.0])
+    n, size, density = fl.mask_stats(centres, areas, np.ones((10, 10), bool), mask)
+    assert (n, size) == (2, 15.0) and density == pytest.approx(2 / 50)
+    corners = [(0, 0), (0, 5), (0, 10), (0, 20)]            # windows of k=10: (0,5) overlaps both neighbours
+    stats = [(10, 100.0, 0.10), (99, 1.0, 0.10), (12, 120.0, 0.30), (8, 80.0, 0.104)]
+    rows = fl.pairs(stats, corners, 10, 0.05, np.random.default_rng(0))
+    assert len(rows) == 4
+    a = rows[0]                                              # window 0: the matched donor is window 3 (0.104)
+    assert a["n"] == 10 and a["matched_density"] == pytest.approx(0.2) and a["matched_size"] == pytest.approx(0.2)
+    assert "matched_density" not in rows[2]                  # no other window within 5 % of 0.30
+    assert fl.window_corners(np.pad(np.ones((8, 8)), ((0, 8), (0, 8))), 8, 0.9, 4) == [(0, 0)]
+    table = fl.by_count([{"n": 6, "e": 0.1}, {"n": 7, "e": 0.3}, {"n": 50, "e": 0.5}], ("e",))
+    assert [(t["nuclei"], t["rows"], t["e"]) for t in table] == [("5-9", 2, pytest.approx(0.2)), ("40-79", 1, 0.5)]
