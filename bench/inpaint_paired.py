@@ -9,8 +9,8 @@ prints, over all paired masks of all models, the median error of each schedule, 
 and a 95 % bootstrap interval of that ratio (masks resampled with their pairs kept, 10,000 draws, seed 0).
 The last column scales the interval's half-width as 1/sqrt(masks) to the number of paired masks an interval of
 +-0.10 would need (a rough guide to what a decision costs). Verdict: "within 10 %" when the whole interval lies at or below 1.10 (at most 10 % worse), "worse" when it lies
-above 1.10, "undecided" otherwise. TAG'd folders (eval_100_10_10_t64, ...) are skipped: they differ in more
-than the schedule.
+above 1.10, "undecided" otherwise. TAG'd folders (eval_100_10_10_t64, ...) are skipped unless --tags names them
+(e.g. --tags until0.5_eta0: settings of --jump-until and --eta); the reference is always an untagged folder.
 """
 
 from __future__ import annotations
@@ -28,13 +28,14 @@ ERRORS = (("density_rel_err", "density, in mask"), ("mean_size_rel_err", "size, 
           ("patch_density_rel_err", "density, whole patch"), ("patch_mean_size_rel_err", "size, whole patch"))
 
 
-def load(root: Path) -> dict[str, dict]:
-    """{"250_10_10": {(file, bin, mask fraction): row}} of one results folder (one model)."""
+def load(root: Path, tags: tuple[str, ...] = ()) -> dict[str, dict]:
+    """{"250_10_10": {(file, bin, mask fraction): row}} of one results folder (one model); a TAG'd folder named
+    in ``tags`` as "50_5_5 (TAG)"."""
     runs = {}
     for m in load_runs(root):
-        if not m["tag"]:
-            runs[m["schedule"]] = {(r["file"], r["bin"], round(r["mask_fraction"], 6)): r for r in m["per_image"]}
-            runs[m["schedule"]]["calls"] = m["network_calls_per_tile"]
+        if not m["tag"] or m["tag"][2:-1] in tags:
+            runs[m["schedule"] + m["tag"]] = {(r["file"], r["bin"], round(r["mask_fraction"], 6)): r for r in m["per_image"]}
+            runs[m["schedule"] + m["tag"]]["calls"] = m["network_calls_per_tile"]
     return runs
 
 
@@ -56,8 +57,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("roots", nargs="+", type=Path, help="results folders of inpaint_ihc.sh, one per model")
     ap.add_argument("--ref", default="250_10_10", help="reference schedule steps_jump_resample (default 250_10_10)")
+    ap.add_argument("--tags", nargs="*", default=[], help="TAG'd eval folders to compare too (e.g. until0.5_eta0)")
     args = ap.parse_args()
-    models = [(root, load(root)) for root in args.roots]
+    models = [(root, load(root, tuple(args.tags))) for root in args.roots]
     models = [(root, runs) for root, runs in models if args.ref in runs]
     if not models:
         raise SystemExit(f"no results folder among {[str(r) for r in args.roots]} has eval_{args.ref}/metrics.json")
@@ -77,7 +79,8 @@ def main() -> None:
             if len(c) < 2:
                 continue
             ratio, lo, hi = ratio_ci(c, r)
-            print(f"| {name.replace('_', ' / ')} | {calls} | {len(c)} | {label} | {100 * np.median(c):.0f} % | "
+            sched, _, tag = name.partition(" ")
+            print(f"| {sched.replace('_', ' / ')}{' ' + tag if tag else ''} | {calls} | {len(c)} | {label} | {100 * np.median(c):.0f} % | "
                   f"{100 * np.median(r):.0f} % | {ratio:.2f} ({lo:.2f}–{hi:.2f}) | {verdict(lo, hi)} | "
                   f"{int(np.ceil(len(c) * ((hi - lo) / 2 / 0.10) ** 2))} |")
 

@@ -450,6 +450,10 @@ def test_paired_schedule_comparison_pairs_masks_and_decides_only_when_the_interv
     assert len(lines) == 8
     assert all("| 60 |" in l and "1.00 (1.00–1.00) | within 10 % | 0 |" in l for l in lines[:4])
     assert all("2.00 (2.00–2.00) | worse | 0 |" in l for l in lines[4:])
+    monkeypatch.setattr("sys.argv", ["inpaint_paired.py", str(tmp_path), "--tags", "t64"])
+    paired.main()                                # named with --tags, the TAG'd folder is compared too
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("| 100 / 10 / 10 (t64) | 910 | 60 |")]
+    assert len(lines) == 4 and all("9.00 (9.00–9.00) | worse |" in l for l in lines)
     r, lo, hi = paired.ratio_ci(rng.permutation(ref_err), ref_err)    # unpaired noise: an interval around 1
     assert lo < 1.0 < hi and paired.verdict(lo, hi) == "undecided"
 
