@@ -389,7 +389,7 @@ def test_batched_repaints_match_one_at_a_time_and_evaluate_batches_them(tiny_run
     masks = np.zeros((3, 64, 64), bool)
     masks[0, 20:40, 10:50], masks[1, :, 30:36], masks[2, 5:60, 5:20] = True, True, True
     opts = dict(steps=6, jump=2, resample=2, jump_until=0.5, eta=0.5)
-    ys = inpaint_batch(model, img, masks, [5, 6, 7], **opts)
+    ys, _ = inpaint_batch(model, img, masks, [5, 6, 7], **opts)
     assert ys.shape == (3, *img.shape) and ys.dtype == img.dtype
     for y, m, seed in zip(ys, masks, [5, 6, 7]):
         one = inpaint_array(model, img, m, tile=0, seed=seed, **opts)[0]

@@ -138,7 +138,7 @@ def evaluate_inpainting(model, real_dir, out_dir, *, steps: int = 250, jump: int
     from neurodiff.metrics import image
     from neurodiff.metrics.cells import segment_nuclei
     from neurodiff.metrics.evaluate import _atomic_write
-    from neurodiff.tasks.inpaint import inpaint_array, inpaint_batch, jump_schedule, network_calls
+    from neurodiff.tasks.inpaint import inpaint_array, inpaint_batch
 
     real_dir, out_dir = Path(real_dir), Path(out_dir)
     files = sorted(p for p in real_dir.rglob("*") if p.is_file() and io.is_image_file(p))[:limit]
@@ -162,17 +162,15 @@ def evaluate_inpainting(model, real_dir, out_dir, *, steps: int = 250, jump: int
         if donor is not None and donor.shape != x.shape:
             donor = None
         ks = [i * 10 + b + 1_000_003 * r for b, r in jobs]    # r = 0: the masks and noise of a one-mask-per-bin run
-        masks = [random_mask(x.shape[1:], *BINS[b], seed * 100_003 + k) for (b, r), k in zip(jobs, ks)]
+        masks = [random_mask(x.shape[1:], *BINS[b], seed * 100_003 + k) for (b, _), k in zip(jobs, ks)]
         opts = dict(steps=steps, jump=jump, resample=resample, jump_until=jump_until, eta=eta, precision=precision)
         if batch > 1 and tile and max(x.shape[1:]) > tile:
             raise NeurodiffError(f"{p}: --batch {batch} repaints the whole image as one tile; it is larger than "
                                  f"--tile {tile} (give --tile 0 or --batch 1)")
         if batch > 1:
-            ys = [y for j in range(0, len(jobs), batch)
-                  for y in inpaint_batch(model, x, np.stack(masks[j:j + batch]), [seed + k for k in ks[j:j + batch]],
-                                         **opts)]
-            info = {"network_calls_per_tile": network_calls(jump_schedule(steps, jump, resample, jump_until)),
-                    "tiles": 1}
+            parts = [inpaint_batch(model, x, np.stack(masks[j:j + batch]), [seed + k for k in ks[j:j + batch]], **opts)
+                     for j in range(0, len(jobs), batch)]
+            ys, info = [y for part, _ in parts for y in part], parts[0][1]
         for j, (b, r) in enumerate(jobs):
             lo, hi = BINS[b]
             mask = masks[j]

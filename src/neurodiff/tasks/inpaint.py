@@ -160,9 +160,9 @@ def _plan(cfg, steps: int, jump: int, resample: int, jump_until: float, eta: flo
 @torch.no_grad()
 def inpaint_batch(model, image: np.ndarray, masks: np.ndarray, seeds: list[int], *, steps: int = 250,
                   jump: int = 10, resample: int = 10, jump_until: float = 1.0, eta: float = 1.0, device=None,
-                  precision: str = "auto") -> np.ndarray:
+                  precision: str = "auto") -> tuple[np.ndarray, dict]:
     """Repaint one image [C, *S] under N masks [N, *S] (True = fill) in one batch, the whole image as one tile
-    -> [N, C, *S] in the image's dtype. Pixel-space models; N times the memory of one. The RePaint arithmetic and the
+    -> ([N, C, *S] in the image's dtype, info as ``inpaint_array``'s). Pixel-space models; N times the memory of one. The RePaint arithmetic and the
     noise stay on ``device`` (one generator per mask there), so on a CPU repaint k equals ``inpaint_array(...,
     seed=seeds[k], tile=0)`` up to the batched network's rounding; on a GPU it draws other (CUDA) noise."""
     cfg = model.cfg
@@ -184,7 +184,8 @@ def inpaint_batch(model, image: np.ndarray, masks: np.ndarray, seeds: list[int],
                     gens, init, eta=eta).cpu()
     y = y if crop is None else y[(slice(None), slice(None), *crop)]
     values = np.stack([norm.denormalize(v, np.dtype(image.dtype).name) for v in y])
-    return np.where(masks[:, None].astype(bool), values, image[None])
+    return np.where(masks[:, None].astype(bool), values, image[None]), {
+        "tiles": 1, "tiles_total": 1, "network_calls_per_tile": network_calls(schedule)}
 
 
 @torch.no_grad()
