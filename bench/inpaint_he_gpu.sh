@@ -6,7 +6,9 @@
 # (bench/inpaint_paired.py).
 #   bash bench/inpaint_he_gpu.sh OUT [TRAIN_IMAGES] [TRAIN_S]
 # OUT must hold train/ and intact/ from bench/inpaint_he_data.py (run here when they are missing).
-# Env: MASKS (default 5), EVAL_S (each evaluation's time limit, default 300 s), JOBS (the schedules, see below).
+# Env: MASKS (default 5), EVAL_S (each evaluation's time limit, default 300 s), JOBS (the schedules, see below),
+# RESUME=1 (run again on the same OUT: training is skipped, a cut-off evaluation continues where it stopped —
+# metrics.json is written after every image — so a long one can span several calls of a lent GPU).
 set -uo pipefail
 OUT=$1
 NIMG=${2:-1000000}

@@ -27,6 +27,8 @@ def load_runs(root: Path) -> list[dict]:
         m["schedule"] = f"{m['steps']}_{m['jump']}_{m['resample']}"
         tag = p.parent.name[len(f"eval_{m['schedule']}"):].lstrip("_")
         m["tag"] = f" ({tag})" if tag else ""
+        if m.get("complete") is False:    # a cut-off run (evaluate writes metrics.json after every image)
+            m["tag"] += f" (cut off: {m['n_images']} of {len(m['settings']['images'])} images)"
         runs.append(m)
     return runs
 

@@ -275,6 +275,54 @@ def test_evaluate_inpainting_masks_per_bin_and_the_pasted_tissue_reference(tiny_
         evaluate_inpainting(load_model(tiny_run), intact, tmp_path / "x", masks_per_bin=0)
 
 
+def test_a_cut_off_evaluation_keeps_its_images_and_resumes_to_the_uninterrupted_result(tiny_run, tmp_path,
+                                                                                       monkeypatch):
+    import json
+
+    import neurodiff.tasks.inpaint as inpaint_mod
+    from neurodiff.metrics.inpainting import evaluate_inpainting
+    from neurodiff.train.state import load_model
+
+    img = (np.arange(48 * 48).reshape(48, 48) % 251).astype(np.uint8)
+    intact = tmp_path / "intact"
+    for k, name in enumerate(("a.png", "b.png", "c.png")):
+        io.write(intact / name, np.roll(img, 7 * k, axis=1)[None])
+    opts = dict(steps=3, jump=1, resample=1, progress=False)
+    model = load_model(tiny_run)
+    whole = evaluate_inpainting(model, intact, tmp_path / "whole", **opts)
+    assert whole["complete"] and whole["images_done"] == ["a.png", "b.png", "c.png"]
+
+    real, calls = inpaint_mod.inpaint_array, []
+
+    def counted(*a, **kw):
+        calls.append(kw["seed"])
+        if len(calls) == stop_at:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(inpaint_mod, "inpaint_array", counted)
+    stop_at = 4                      # three masks per image: the first mask of b.png
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_inpainting(model, intact, tmp_path / "cut", **opts)
+    part = json.loads((tmp_path / "cut" / "metrics.json").read_text())
+    assert not part["complete"] and part["images_done"] == ["a.png"] and len(part["per_image"]) == 3
+    assert part["n_images"] == 1 and set(part["per_bin_median"]) == set(whole["per_bin_median"])
+    with pytest.raises(NeurodiffError, match="steps=3, not 4"):
+        evaluate_inpainting(model, intact, tmp_path / "cut", **{**opts, "steps": 4}, resume=True)
+    with pytest.raises(NeurodiffError, match="no earlier evaluation"):
+        evaluate_inpainting(model, intact, tmp_path / "none", **opts, resume=True)
+    calls.clear()
+    stop_at = None
+    resumed = evaluate_inpainting(model, intact, tmp_path / "cut", **opts, resume=True)
+    assert len(calls) == 6           # b.png and c.png only: a.png's three repaints are kept
+    assert resumed["complete"] and resumed["images_done"] == whole["images_done"]
+    same = lambda a, b: json.dumps(a) == json.dumps(b)    # noqa: E731 (NaN where a mask holds no nuclei)
+    assert same(resumed["per_image"], whole["per_image"]) and same(resumed["per_bin_median"], whole["per_bin_median"])
+    assert same(json.loads((tmp_path / "cut" / "metrics.json").read_text())["per_image"], whole["per_image"])
+    assert main(["evaluate", "--task", "generation", "--real", str(intact), "--fake", str(intact),
+                 "--out", str(tmp_path / "g"), "--resume"]) == 2
+
+
 def test_flips_compare_the_likeliest_classes():
     from neurodiff.metrics.inpainting import compare_classes
 

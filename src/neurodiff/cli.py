@@ -162,6 +162,8 @@ def _parser() -> argparse.ArgumentParser:
                    "and mask-size bin (more masks, less noise in the medians)")
     v.add_argument("--batch", type=int, default=1, help="inpainting with --model: repaint this many masks of an "
                    "image at once, whole image as one tile (faster on a GPU)")
+    v.add_argument("--resume", action="store_true", help="inpainting with --model: keep the images a cut-off run "
+                   "with the same settings finished in --out (metrics.json is written after each image)")
     v.add_argument("--classifier", default=None, help="inpainting with --model: count classification flips with "
                    "this classifier (a train-features file trained on class sub-folders, or TorchScript "
                    "[N, C, H, W] in [-1, 1] -> logits)")
@@ -345,11 +347,12 @@ def cmd_evaluate(args) -> int:
         m = evaluate_inpainting(load_model(args.model, dist.init()), args.real, args.out, steps=args.steps,
                                 jump=args.jump, resample=args.resample, jump_until=args.jump_until, eta=args.eta,
                                 tile=args.tile, limit=args.limit, seed=args.seed, masks_per_bin=args.masks_per_bin,
-                                classifier=args.classifier, precision=args.precision, batch=args.batch)
+                                classifier=args.classifier, precision=args.precision, batch=args.batch,
+                                resume=args.resume)
         print("\n".join(summary_lines(m)) + f"; wrote {Path(args.out) / 'metrics.json'}")
         return 0
-    if args.classifier:
-        raise NeurodiffError("--classifier: only with --task inpainting --model (flips of the repaints it makes)")
+    if args.classifier or args.resume:
+        raise NeurodiffError(f"--{'classifier' if args.classifier else 'resume'}: only with --task inpainting --model")
     if args.precision != "auto":
         raise NeurodiffError("--precision: only with --task inpainting --model (the precision of its repaints)")
     if not args.fake:

@@ -132,9 +132,11 @@ def evaluate_inpainting(model, real_dir, out_dir, *, steps: int = 250, jump: int
                         jump_until: float = 1.0, eta: float = 1.0, tile: int | None = None,
                         overlap: int | None = None, limit: int | None = None, seed: int = 0,
                         masks_per_bin: int = 1, classifier: str | Path | None = None, precision: str = "auto",
-                        batch: int = 1, progress: bool = True) -> dict:
+                        batch: int = 1, progress: bool = True, resume: bool = False) -> dict:
     """Repaint random masks on the intact images of ``real_dir``; metrics.json + repaired images in ``out_dir``.
-    ``batch`` > 1: that many masks of an image repainted at once, the whole image as one tile (``inpaint_batch``)."""
+    ``batch`` > 1: that many masks of an image repainted at once, the whole image as one tile (``inpaint_batch``).
+    metrics.json is rewritten after every image (``complete`` false until the last); ``resume`` keeps the images
+    an earlier, cut-off run with the same settings finished in ``out_dir`` and repaints only the rest."""
     from neurodiff.metrics import image
     from neurodiff.metrics.cells import segment_nuclei
     from neurodiff.metrics.evaluate import _atomic_write
@@ -149,9 +151,23 @@ def evaluate_inpainting(model, real_dir, out_dir, *, steps: int = 250, jump: int
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise NeurodiffError(f"--batch: expected an integer >= 1, got {batch!r}")
     clf = _load_classifier(classifier, files) if classifier else None
-    rows, t0 = [], time.perf_counter()
+    settings = {"model": str(getattr(model, "source", "")), "real": str(real_dir),
+                "images": [str(p.relative_to(real_dir)) for p in files], "steps": steps, "jump": jump,
+                "resample": resample, "jump_until": jump_until, "eta": eta, "precision": precision, "tile": tile,
+                "overlap": overlap, "seed": seed, "masks_per_bin": masks_per_bin, "batch": batch,
+                "classifier": str(classifier) if classifier else None}
+    rows, done, before = _resumed(out_dir, settings) if resume else ([], [], 0.0)
+
+    def write(m: dict) -> dict:     # after every image: a cut-off run keeps what it did
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_write(out_dir / "metrics.json", json.dumps(m, indent=2))
+        return m
+
+    t0 = time.perf_counter()
     jobs = [(b, r) for b in range(len(BINS)) for r in range(masks_per_bin)]
     for i, p in enumerate(files):
+        if settings["images"][i] in done:
+            continue
         x, meta = io.read(p)
         dims = x.ndim - 1
         lab_real = segment_nuclei(x, dims=dims)
@@ -205,6 +221,30 @@ def evaluate_inpainting(model, real_dir, out_dir, *, steps: int = 250, jump: int
             if progress:
                 print(f"{p.name} mask {mask.mean():.0%}: density error {rows[-1]['density_rel_err']:.1%}, "
                       f"size error {rows[-1]['mean_size_rel_err']:.1%}", flush=True)
+        done.append(settings["images"][i])
+        write(_summary(rows, settings, done, before + time.perf_counter() - t0, clf is not None))
+    return write(_summary(rows, settings, done, before + time.perf_counter() - t0, clf is not None))
+
+
+def _resumed(out_dir: Path, settings: dict) -> tuple[list[dict], list[str], float]:
+    """The rows, finished images and seconds of an earlier run in ``out_dir`` made with the same ``settings``."""
+    path = out_dir / "metrics.json"
+    if not path.is_file():
+        raise NeurodiffError(f"{path}: --resume given but there is no earlier evaluation to continue")
+    try:
+        old = json.loads(path.read_text())
+        before = old["settings"]
+    except (ValueError, KeyError) as e:
+        raise NeurodiffError(f"{path}: not a metrics.json of evaluate --task inpainting --model ({e})") from None
+    for k, v in settings.items():
+        if before.get(k) != v:
+            raise NeurodiffError(f"{path}: --resume needs the settings of the earlier run, which had {k}="
+                                 f"{before.get(k)!r}, not {v!r}; give the same ones or another --out")
+    return old["per_image"], list(old["images_done"]), float(old["seconds"])
+
+
+def _summary(rows: list[dict], settings: dict, done: list[str], seconds: float, flips: bool) -> dict:
+    """metrics.json: medians per mask-size bin and over all repaints, of the images finished so far."""
     per_bin = {}
     for lo, hi in BINS:
         sel = [r for r in rows if r["bin"] == f"{lo:.0%}-{hi:.0%}"]
@@ -214,24 +254,19 @@ def evaluate_inpainting(model, real_dir, out_dir, *, steps: int = 250, jump: int
         for pre in prefixes:
             per_bin[f"{lo:.0%}-{hi:.0%}"].update(_pooled(sel, pre))
         per_bin[f"{lo:.0%}-{hi:.0%}"]["masks"] = len(sel)
-        for pre in (prefixes if clf is not None else ()):
+        for pre in (prefixes if flips else ()):
             per_bin[f"{lo:.0%}-{hi:.0%}"].update(_flip_rates(sel, pre))
         ssims = [r["ssim_in_mask"] for r in sel if r["ssim_in_mask"] is not None]
         per_bin[f"{lo:.0%}-{hi:.0%}"]["ssim_in_mask"] = float(np.median(ssims)) if ssims else None
-    m = {"task": "inpainting", "model": str(getattr(model, "source", "")), "real": str(real_dir),
-         "steps": steps, "jump": jump, "resample": resample, "jump_until": jump_until, "eta": eta,
-         "precision": precision, "tile": tile, "batch": batch,
-         "network_calls_per_tile": rows[0]["network_calls_per_tile"],
-         "n_images": len(files), "masks_per_bin": masks_per_bin, "seconds": time.perf_counter() - t0, "per_bin_median": per_bin,
-         "density_rel_err_median": float(np.nanmedian([r["density_rel_err"] for r in rows])),
-         "mean_size_rel_err_median": float(np.nanmedian([r["mean_size_rel_err"] for r in rows])),
-         "patch_density_rel_err_median": float(np.nanmedian([r["patch_density_rel_err"] for r in rows])),
-         "patch_mean_size_rel_err_median": float(np.nanmedian([r["patch_mean_size_rel_err"] for r in rows])),
-         **_pooled(rows, ""), **(_flip_rates(rows, "") if clf is not None else {}),
-         "classifier": str(classifier) if classifier else None, "per_image": rows}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out_dir / "metrics.json", json.dumps(m, indent=2))
-    return m
+    st = settings
+    return {"task": "inpainting", "model": st["model"], "real": st["real"],
+            **{k: st[k] for k in ("steps", "jump", "resample", "jump_until", "eta", "precision", "tile", "batch")},
+            "network_calls_per_tile": rows[0]["network_calls_per_tile"], "n_images": len(done),
+            "complete": len(done) == len(st["images"]), "masks_per_bin": st["masks_per_bin"], "seconds": seconds,
+            "per_bin_median": per_bin,
+            **{f"{k}_median": float(np.nanmedian([r[k] for r in rows])) for k in ERRORS},
+            **_pooled(rows, ""), **(_flip_rates(rows, "") if flips else {}),
+            "classifier": st["classifier"], "images_done": done, "settings": st, "per_image": rows}
 
 
 def summary_lines(m: dict) -> list[str]:
