@@ -42,3 +42,18 @@ def volume_folder(tmp_path_factory, mni) -> Path:
                             affine=np.diag([6.0, 6.0, 6.0, 1.0]).tolist())
         io.write(root / f"vol_{i}.nii.gz", np.ascontiguousarray(v)[None], meta)
     return root
+
+
+@pytest.fixture
+def model_loads(monkeypatch):
+    """The devices models are loaded on, with ``dist.init`` (the GPU when there is one) saying ``cpu:0``: a CPU
+    device that differs from the plain ``"cpu"`` default, so a command that ignores dist.init shows up."""
+    import torch
+
+    import neurodiff.dist
+    import neurodiff.train.state as state
+
+    seen, real = [], state.load_model
+    monkeypatch.setattr(neurodiff.dist, "init", lambda: torch.device("cpu", 0))
+    monkeypatch.setattr(state, "load_model", lambda path, device="cpu": seen.append(device) or real(path, device))
+    return seen

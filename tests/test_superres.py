@@ -84,6 +84,16 @@ def test_cascade_from_real_lowres_images_in_tiles(sr_run, tmp_path, capsys):
     assert np.array_equal(io.read(out / final[2])[0], io.read(again / final[2])[0])   # seeded
 
 
+def test_cascade_runs_its_models_on_the_device_dist_init_gives(sr_run, slice_folder, tmp_path, model_loads):
+    base = tmp_path / "base"
+    assert main(["train", "tiny", "--data", str(slice_folder), "--out", str(base), "--no-progress",
+                 "--set", "data.size=[16,16]", "--set", "train.total_nimg=8", "--set", "train.batch=8"]) == 0
+    assert main(["cascade", f"base={base}", f"stages={sr_run}", "--n", "1", "--steps", "2",
+                 "--out", str(tmp_path / "hi")]) == 0
+    assert model_loads == [torch.device("cpu", 0)] * 2      # the stage and the base
+    assert io.read(tmp_path / "hi" / "sample_000000.png")[0].shape == (1, 32, 32)
+
+
 def test_cascade_from_a_base_model_and_bad_requests(sr_run, slice_folder, tmp_path, capsys):
     base = tmp_path / "base"
     assert main(["train", "tiny", "--data", str(slice_folder), "--out", str(base), "--no-progress",

@@ -88,7 +88,7 @@ def test_channel_roles_by_index_and_name(tmp_path, mni):
         ImageDataset(_cfg(tmp_path / "d", source="", target="", source_channels=[0, 1, 2]).data)
 
 
-def test_translate_writes_mean_median_std_mad_in_the_inputs_format(pairs, tmp_path, capsys):
+def test_translate_writes_mean_median_std_mad_in_the_inputs_format(pairs, tmp_path, capsys, model_loads):
     run = tmp_path / "t"
     assert main(["train", "translate", "--data", str(pairs), "--out", str(run), *TINY]) == 0
     out = tmp_path / "pred"
@@ -118,6 +118,10 @@ def test_translate_writes_mean_median_std_mad_in_the_inputs_format(pairs, tmp_pa
     assert main(["translate", str(run), "--input", str(tmp_path / "big"), "--samples", "2", "--steps", "2",
                  "--tile", "32", "--out", str(tmp_path / "pbig"), "--no-progress"]) == 0
     assert io.read(tmp_path / "pbig" / "mean" / "b.png")[0].shape == (1, 41, 70)
+    model_loads.clear()                              # the model goes where dist.init says (the GPU if any)
+    assert main(["translate", str(run), "--input", str(pairs / "source" / "s60.png"), "--samples", "2", "--steps",
+                 "2", "--out", str(tmp_path / "dev"), "--no-progress"]) == 0
+    assert model_loads == [torch.device("cpu", 0)]
     assert io.read(tmp_path / "pbig" / "std" / "b.tif")[0].shape == (1, 41, 70)
     assert main(["translate", str(run), "--input", str(tmp_path / "nothing"), "--out", str(out2)]) == 2
     io.write(tmp_path / "rgb.png", np.zeros((3, 32, 32), np.uint8))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from neurodiff import dist
 from neurodiff.data import io
 from neurodiff.data.normalize import Normalizer
 from neurodiff.errors import NeurodiffError
@@ -30,22 +31,23 @@ def _lowres_inputs(folder: str, cfg, n: int) -> tuple[torch.Tensor, list[str]]:
 
 def run_cascade(args, load_model) -> None:
     """``args`` from the CLI parser; ``load_model(path)`` -> LoadedModel (train/state.py, passed in: tasks sit below train)."""
-    stages = [load_model(p) for p in args.stages.split(",") if p]
+    device = dist.init()   # the GPU when there is one
+    stages = [load_model(p, device) for p in args.stages.split(",") if p]
     t0 = time.perf_counter()
     seeds = [sample_seed(args.seed, k) for k in range(args.n)]
     if args.base:
-        base = load_model(args.base)
+        base = load_model(args.base, device)
         label = resolve_label(base.cfg, args.label)
         sc = base.cfg.sample
         x = sample_batch(base.net, base.cfg, seeds, [label] * args.n, None,
                          args.guidance if args.guidance is not None else sc.guidance, args.steps or sc.steps,
-                         sc.sampler, sc.exact)
+                         sc.sampler, sc.exact, device=device)
         src, names = base.cfg, None
     else:
         x, names = _lowres_inputs(args.lowres, stages[0].cfg, args.n)
         seeds = seeds[:len(x)]
         src = stages[0].cfg
-    outs = cascade(stages, x, src, seeds, args.steps, exact=stages[0].cfg.sample.exact)
+    outs = cascade(stages, x, src, seeds, args.steps, exact=stages[0].cfg.sample.exact, device=device)
     out = Path(args.out)
     rows = []
     for j, (stage, y) in enumerate(zip(stages, outs)):

@@ -50,7 +50,7 @@ def super_resolve(model, lowres: torch.Tensor, seeds: list[int], steps: int | No
     level = cfg.sample.sr_aug_level if cfg.data.sr_noise_aug else 0.0
     if level:
         gens = [torch.Generator().manual_seed(sample_seed(s, -1)) for s in seeds]   # the input's noise, per sample
-        up = up + level * torch.stack([torch.randn(up.shape[1:], generator=g) for g in gens])
+        up = up + level * torch.stack([torch.randn(up.shape[1:], generator=g) for g in gens]).to(up.device)
     scalars = [[level]] * len(seeds) if cfg.data.sr_noise_aug else None
     crop = cfg.data.crop[0] if cfg.data.crop else None
     tile = tile or cfg.sample.tile or crop

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from neurodiff import dist
 from neurodiff.data import io
 from neurodiff.errors import NeurodiffError
 from neurodiff.tasks.generate import write_manifest
@@ -56,7 +57,8 @@ def _write(path: Path, x: np.ndarray, meta: io.ImageMeta) -> None:
 
 def run_translate(args, load_model) -> None:
     """``args`` from the CLI parser; ``load_model(path)`` -> LoadedModel (passed in: tasks sit below train)."""
-    model = load_model(args.model)
+    device = dist.init()   # the GPU when there is one
+    model = load_model(args.model, device)
     files = _inputs(args.input)
     out = Path(args.out)
     rows, t_all = [], time.perf_counter()
@@ -70,7 +72,7 @@ def run_translate(args, load_model) -> None:
         source, meta = io.read(f)
         maps = translate_array(model, source, samples=args.samples, seed=args.seed, steps=args.steps,
                                sampler=args.sampler, batch=args.batch, exact=args.exact, tile=args.tile,
-                               keep_samples=args.save_samples)
+                               keep_samples=args.save_samples, device=device)
         for kind, x in maps.items():
             if kind == "samples":
                 for k, xk in enumerate(x):
