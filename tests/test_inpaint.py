@@ -181,6 +181,57 @@ def test_cli_keeps_known_pixels_bit_identical_in_the_written_file(tiny_run, tmp_
     assert "does not match" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("image_suffix", [".zarr", ".tif"])
+def test_a_stopped_inpaint_into_zarr_resumes_to_the_uninterrupted_result(tiny_run, tmp_path, mni, monkeypatch,
+                                                                          capsys, image_suffix):
+    """A .zarr --out is written tile by tile into a hidden folder beside it, with a record of the tiles written:
+    a stopped run keeps them, a rerun refuses to discard them, --resume with other settings is refused, and
+    --resume samples only the remaining tiles and gives the uninterrupted run's pixels."""
+    import json
+
+    import neurodiff.tasks.inpaint as inpaint_mod
+
+    img = mni[10:190, 20:140, 90].astype(np.uint16) * 200          # 180 x 120, tiles of 32
+    src = tmp_path / f"section{image_suffix}"
+    io.write(src, img[None], io.ImageMeta(format=io.format_of(src), dtype="uint16"))
+    mask = np.zeros(img.shape, np.uint8)
+    mask[40:70, 30:100] = 255
+    io.write(tmp_path / "mask.png", mask[None])
+    args = lambda out, *more: ["inpaint", str(tiny_run), "--image", str(src), "--mask",  # noqa: E731
+                               str(tmp_path / "mask.png"), "--out", str(out), "--steps", "4", "--jump", "2",
+                               "--resample", "2", "--no-progress", *more]
+    real, calls = inpaint_mod.repaint, []
+
+    def counted(*a, **kw):
+        calls.append(1)
+        if len(calls) == stop_at:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(inpaint_mod, "repaint", counted)
+    stop_at = None
+    assert main(args(tmp_path / "whole.zarr")) == 0
+    n_tiles = len(calls)
+    assert n_tiles >= 4
+    whole = io.read(tmp_path / "whole.zarr")[0]
+    out = tmp_path / "cut.zarr"
+    part, record = tmp_path / ".cut.zarr.partial", tmp_path / ".cut.zarr.partial.json"
+    calls.clear()
+    stop_at = 3                       # stopped while sampling the third tile
+    assert main(args(out)) == 130 and "interrupted" in capsys.readouterr().err     # Ctrl-C
+    assert part.is_dir() and not out.exists() and json.loads(record.read_text())["tiles_done"] == 2
+    stop_at = None
+    assert main(args(out)) == 2 and "add --resume" in capsys.readouterr().err
+    assert main(args(out, "--resume", "--seed", "1")) == 2 and "seed=0, not 1" in capsys.readouterr().err
+    assert main(args(tmp_path / "x.tif", "--resume")) == 2 and "needs a .zarr --out" in capsys.readouterr().err
+    calls.clear()
+    assert main(args(out, "--resume")) == 0 and "(2 written by the stopped run)" in capsys.readouterr().out
+    assert len(calls) == n_tiles - 2                  # only the tiles the stopped run had not written
+    assert np.array_equal(io.read(out)[0], whole)
+    assert not part.exists() and not record.exists()
+    assert main(args(out, "--resume")) == 2 and "no stopped run" in capsys.readouterr().err
+
+
 def test_random_masks_cover_their_bin():
     from neurodiff.metrics.inpainting import BINS, random_mask
 

@@ -105,9 +105,22 @@ def _tmp_of(path) -> Path:
     return p.with_name(f".{p.name}.tmp{os.getpid()}")
 
 
-def create(path, shape, dtype, meta=None, chunk: int = 512):
-    """A writable zarr array ``[C, *S]`` in a hidden folder beside ``path``; ``commit(path)`` moves it there."""
-    zarr, tmp = _zarr(path), _tmp_of(path)
+def partial_of(path) -> Path:
+    """The hidden folder a resumable writer (``neurodiff inpaint``) fills beside ``path``: named without the process
+    id, so a later process can continue it (``open_partial``) after this one is stopped."""
+    p = Path(path)
+    return p.with_name(f".{p.name}.partial")
+
+
+def open_partial(path):
+    """The writable zarr array of ``partial_of(path)``."""
+    return _zarr(path).open_array(store=str(partial_of(path)), mode="r+")
+
+
+def create(path, shape, dtype, meta=None, chunk: int = 512, partial: bool = False):
+    """A writable zarr array ``[C, *S]`` in a hidden folder beside ``path`` (``partial_of(path)`` when
+    ``partial``); ``commit(path, partial)`` moves it there."""
+    zarr, tmp = _zarr(path), partial_of(path) if partial else _tmp_of(path)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.parent.mkdir(parents=True, exist_ok=True)
     chunks = (1, *[min(chunk if len(shape) == 3 else 128, n) for n in shape[1:]])
@@ -122,9 +135,9 @@ def create(path, shape, dtype, meta=None, chunk: int = 512):
     return z
 
 
-def commit(path) -> None:
+def commit(path, partial: bool = False) -> None:
     """Move the folder written by ``create`` to ``path`` (replacing an older one)."""
-    p, tmp = Path(path), _tmp_of(path)
+    p, tmp = Path(path), partial_of(path) if partial else _tmp_of(path)
     if p.exists():
         old = p.with_name(f".{p.name}.old{os.getpid()}")
         os.replace(p, old)

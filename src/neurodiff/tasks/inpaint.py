@@ -193,13 +193,16 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
                   resample: int = 10, jump_until: float = 1.0, eta: float = 1.0, tile: int | None = None,
                   overlap: int | None = None, label: int | None = None, scalars: list[float] | None = None,
                   guidance: float = 1.0, seed: int = 0, device=None,
-                  progress: bool = False, out=None, codec=None, precision: str = "auto") -> tuple[np.ndarray, dict]:
+                  progress: bool = False, out=None, codec=None, precision: str = "auto", start: int = 0,
+                  on_tile=None) -> tuple[np.ndarray, dict]:
     """Fill ``mask`` (True = fill, spatial shape of ``image`` [C, *S] in data units) -> (image, info).
 
     ``image`` may be a lazy array (zarr) when ``out`` is a writable one holding a copy of it: tiles are then read
     and written one at a time, and memory does not grow with the image. ``codec``: a latent model's autoencoder
     (default: the one it was trained with). ``precision``: the network's, see ``sampling_autocast`` (the RePaint
     arithmetic itself stays float64). ``device``: the network's (default: where the model's weights are).
+    ``start``: tiles to sample that a stopped run already wrote into ``out`` (skipped; each tile's noise is keyed to
+    its index, so the result is the uninterrupted run's); ``on_tile(n)`` is called after the n-th tile is written.
     """
     from neurodiff.codec import Identity
 
@@ -231,12 +234,15 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
     bar = None
     if progress:
         from tqdm import tqdm
-        bar = tqdm(total=len(tiles), desc="inpainting", unit="tile")
-    for k, region, area in tiles:
+        bar = tqdm(total=len(tiles), initial=start, desc="inpainting", unit="tile")
+    for j, (k, region, area) in enumerate(tiles):
         fill = torch.from_numpy(todo[region])[None, None]
         commit = np.zeros(todo[region].shape, dtype=bool)
         local = tuple(slice(a.start - r.start, a.stop - r.start) for a, r in zip(area, region))
         commit[local] = todo[area]
+        if j < start:                 # written by the stopped run: what it filled counts as known now
+            todo[region] &= ~commit
+            continue
         if commit.any():
             view = np.asarray(out[(slice(None), *region)])
             if lazy and not np.isfinite(view).all():   # numpy images were checked whole above
@@ -259,6 +265,8 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
             view[:, commit] = values[:, commit]
             out[(slice(None), *region)] = view
             todo[region] &= ~commit
+        if on_tile:
+            on_tile(j + 1)
         if bar:
             bar.update(1)
     if bar:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import resource
+import shutil
 import time
 from pathlib import Path
 
@@ -23,12 +27,58 @@ def read_mask(path, spatial: tuple[int, ...]) -> np.ndarray:
     return (m != 0).any(0)
 
 
+def _record(out) -> Path:
+    """The progress of a resumable run beside its partial output: its settings and the tiles it wrote."""
+    from neurodiff.data import zarrio
+
+    part = zarrio.partial_of(out)
+    return part.with_name(part.name + ".json")
+
+
+def _partial_output(args, image, meta, settings: dict):
+    """The .zarr output, written tile by tile into a hidden folder beside --out (moved there at the end): a new
+    one holding a copy of the image, or with --resume the one a stopped run with the same settings left. Returns
+    (array, tiles already written, the callback that records each tile written)."""
+    from neurodiff.data import zarrio
+
+    part, record = zarrio.partial_of(args.out), _record(args.out)
+    done = json.loads(record.read_text())["tiles_done"] if part.exists() and record.exists() else 0
+    if part.exists() and not done and not (args.resume and record.exists()):   # no tile written: nothing to keep
+        shutil.rmtree(part)
+    if args.resume:
+        if not part.exists():
+            raise NeurodiffError(f"--resume: no stopped run to continue ({part} not found); run without --resume")
+        old = json.loads(record.read_text())
+        for k, v in settings.items():
+            if old["settings"].get(k) != v:
+                raise NeurodiffError(f"--resume: the stopped run in {part} had {k}={old['settings'].get(k)!r}, not "
+                                     f"{v!r}; give its settings, or delete that folder to start again")
+        out, start = zarrio.open_partial(args.out), int(old["tiles_done"])
+    elif part.exists():
+        raise NeurodiffError(f"{args.out}: a stopped run left {part} with {done} tile(s) written; add --resume to "
+                             "continue it, or delete that folder to start again")
+    else:
+        out, start = zarrio.create(args.out, image.shape, image.dtype, meta, partial=True), 0
+        zarrio.copy_regions(image, out)
+
+    def on_tile(n: int) -> None:     # after the tile's pixels are written (zarr writes chunks atomically)
+        tmp = record.with_name(record.name + ".tmp")
+        tmp.write_text(json.dumps({"settings": settings, "tiles_done": n}))
+        os.replace(tmp, record)
+
+    on_tile(start)
+    return out, start, on_tile
+
+
 def run_inpaint(args, load_model) -> dict:
     """``args`` from the CLI parser; ``load_model(path)`` -> LoadedModel (passed in: tasks sit below train)."""
     t0 = time.perf_counter()
     model = load_model(args.model, dist.init())   # the GPU when there is one
-    lazy = io.format_of(args.image) == "zarr" and io.format_of(args.out) == "zarr"
-    if lazy:  # zarr in and out: tile by tile, never the whole image in memory
+    zarr_out = io.format_of(args.out) == "zarr"   # written tile by tile as the tiles are done: resumable
+    if args.resume and not zarr_out:
+        raise NeurodiffError(f"--resume: needs a .zarr --out (written tile by tile, so a stopped run keeps its "
+                             f"tiles); {args.out} is written once at the end")
+    if zarr_out and io.format_of(args.image) == "zarr":  # zarr in and out: never the whole image in memory
         from neurodiff.data import zarrio
         image, meta = zarrio.open_lazy(args.image)
     else:
@@ -42,22 +92,31 @@ def run_inpaint(args, load_model) -> dict:
     cfg = model.cfg
     label = resolve_label(cfg, args.label)
     guidance = args.guidance if args.guidance is not None else cfg.sample.guidance
-    out = None
-    if lazy:
-        out = zarrio.create(args.out, image.shape, image.dtype, meta)
-        zarrio.copy_regions(image, out)
+    scalars = covariate_row(cfg, parse_covariates(args.covariate))
+    out, start, on_tile = None, 0, None
+    if zarr_out:
+        settings = {"image": str(Path(args.image).resolve()), "shape": list(image.shape),
+                    "dtype": np.dtype(image.dtype).name, "model": model.digest,
+                    "mask_sha1": hashlib.sha1(np.packbits(mask).tobytes()).hexdigest(), "label": label,
+                    "scalars": scalars, "guidance": guidance, **{k: getattr(args, k) for k in (
+                        "steps", "jump", "resample", "jump_until", "eta", "tile", "overlap", "seed", "precision")}}
+        out, start, on_tile = _partial_output(args, image, meta, json.loads(json.dumps(settings)))
     out, info = inpaint_array(model, image, mask, steps=args.steps, jump=args.jump, resample=args.resample,
                               jump_until=args.jump_until, eta=args.eta, tile=args.tile, overlap=args.overlap,
-                              label=label,
-                              scalars=covariate_row(cfg, parse_covariates(args.covariate)), guidance=guidance,
-                              seed=args.seed, progress=not args.no_progress, out=out, precision=args.precision)
-    if lazy:
-        zarrio.commit(args.out)
+                              label=label, scalars=scalars, guidance=guidance, seed=args.seed,
+                              progress=not args.no_progress, out=out, precision=args.precision, start=start,
+                              on_tile=on_tile)
+    if zarr_out:
+        from neurodiff.data import zarrio
+
+        zarrio.commit(args.out, partial=True)
+        _record(args.out).unlink(missing_ok=True)
     else:
         io.write(args.out, out, meta)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    info.update(seconds=time.perf_counter() - t0, peak_rss_mib=peak)
+    info.update(seconds=time.perf_counter() - t0, peak_rss_mib=peak, tiles_resumed=start)
     print(f"filled {info['fraction_filled']:.1%} of {'x'.join(map(str, spatial))} in {info['tiles']} of "
-          f"{info['tiles_total']} tiles, {info['network_calls_per_tile']} network calls each; wrote {Path(args.out)} "
+          f"{info['tiles_total']} tiles{f' ({start} written by the stopped run)' if start else ''}, "
+          f"{info['network_calls_per_tile']} network calls each; wrote {Path(args.out)} "
           f"in {info['seconds']:.0f} s (peak memory {peak:.0f} MiB)")
     return info
