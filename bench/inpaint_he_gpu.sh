@@ -7,6 +7,7 @@
 #   bash bench/inpaint_he_gpu.sh OUT [TRAIN_IMAGES] [TRAIN_S]
 # OUT must hold train/ and intact/ from bench/inpaint_he_data.py (run here when they are missing).
 # Env: MASKS (default 5), EVAL_S (each evaluation's time limit, default 300 s), JOBS (the schedules, see below),
+# BATCH (evaluate --batch, default 3 * MASKS: one image's masks; 4x that takes the four images at once),
 # RESUME=1 (run again on the same OUT: training is skipped, a cut-off evaluation continues where it stopped —
 # metrics.json is written after every image — so a long one can span several calls of a lent GPU).
 set -uo pipefail
@@ -16,7 +17,7 @@ TRAIN_S=${3:-240}
 MASKS=${MASKS:-5}
 HERE=$(dirname "$0")
 [ -d "$OUT/intact" ] || python "$HERE/inpaint_he_data.py" "$OUT" || exit 1
-export DATA_SIZE=[128,128] TILE=256 MASKS BATCH=$((3 * MASKS)) SCHEDULES=" "
+export DATA_SIZE=[128,128] TILE=256 MASKS BATCH=${BATCH:-$((3 * MASKS))} SCHEDULES=" "
 TRAIN_SET="--set model.channels=64 --set train.batch=128 --set train.workers=6 --set train.warmup_nimg=5000
   --set train.ema_halflife_nimg=20000 --set train.checkpoint_every_nimg=50000 --set train.log_every_nimg=10000
   --set train.preview_every_nimg=100000000" timeout "$TRAIN_S" bash "$HERE/inpaint_train_eval.sh" "$OUT" "$NIMG"

@@ -496,19 +496,28 @@ def test_batched_repaints_match_one_at_a_time_and_evaluate_batches_them(tiny_run
         assert np.abs(y.astype(int) - one).max() <= 2 and np.mean(y == one) > 0.99
     with pytest.raises(NeurodiffError, match="one seed per mask"):
         inpaint_batch(model, img, masks, [1, 2])
+    # one image per mask: the same repaints (the same network input, batch for batch)
+    per_mask = inpaint_batch(model, np.stack([img] * 3), masks, [5, 6, 7], **opts)[0]
+    assert np.array_equal(per_mask, ys)
+    with pytest.raises(NeurodiffError, match="one per mask"):
+        inpaint_batch(model, np.stack([img] * 2), masks, [5, 6, 7])
     intact = tmp_path / "intact"
     io.write(intact / "a.png", img)
+    io.write(intact / "b.png", mni[50:114, 40:104, 90].astype(np.uint8)[None])
     run = {}
-    for b in (1, 4):
+    for b in (1, 4, 12):      # 12: both images' 6 masks in one batch
         assert main(["evaluate", "--task", "inpainting", "--model", str(tiny_run), "--real", str(intact), "--out",
                      str(tmp_path / f"b{b}"), "--steps", "4", "--jump", "2", "--resample", "2", "--tile", "0",
                      "--masks-per-bin", "2", "--batch", str(b)]) == 0
         run[b] = json.loads((tmp_path / f"b{b}" / "metrics.json").read_text())
-        assert run[b]["batch"] == b and run[b]["network_calls_per_tile"] == 6 and len(run[b]["per_image"]) == 6
-    for r1, r4 in zip(run[1]["per_image"], run[4]["per_image"]):
-        assert r1["mask_fraction"] == r4["mask_fraction"] and abs(r1["psnr_in_mask"] - r4["psnr_in_mask"]) < 0.2
-    name = run[4]["per_image"][5]["file"]
-    assert (tmp_path / "b4" / "repaired" / "a_bin2_m1.png").is_file() and name == "a.png"
+        assert run[b]["batch"] == b and run[b]["network_calls_per_tile"] == 6 and len(run[b]["per_image"]) == 12
+    for r1, r4, r12 in zip(run[1]["per_image"], run[4]["per_image"], run[12]["per_image"]):
+        assert r1["mask_fraction"] == r4["mask_fraction"] == r12["mask_fraction"]
+        assert abs(r1["psnr_in_mask"] - r4["psnr_in_mask"]) < 0.2 and abs(r1["psnr_in_mask"] - r12["psnr_in_mask"]) < 0.2
+    assert [r["file"] for r in run[12]["per_image"]] == ["a.png"] * 6 + ["b.png"] * 6
+    for name in ("a_bin0.png", "b_bin2_m1.png"):
+        y4, y12 = (io.read(tmp_path / f"b{b}" / "repaired" / name)[0].astype(int) for b in (4, 12))
+        assert np.abs(y4 - y12).max() <= 2 and np.mean(y4 == y12) > 0.99
     assert main(["evaluate", "--task", "inpainting", "--model", str(tiny_run), "--real", str(intact), "--out",
                  str(tmp_path / "x"), "--tile", "32", "--batch", "2"]) == 2
     assert "repaints the whole image as one tile" in capsys.readouterr().err

@@ -161,8 +161,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="inpainting with --model: " + PRECISION_HELP)
     v.add_argument("--masks-per-bin", type=int, default=1, help="inpainting with --model: random masks per image "
                    "and mask-size bin (more masks, less noise in the medians)")
-    v.add_argument("--batch", type=int, default=1, help="inpainting with --model: repaint this many masks of an "
-                   "image at once, whole image as one tile (faster on a GPU)")
+    v.add_argument("--batch", type=int, default=1, help="inpainting with --model: repaint this many masks at once "
+                   "(of several images when above the masks per image), whole image as one tile (faster on a GPU)")
     v.add_argument("--resume", action="store_true", help="inpainting with --model: keep the images a cut-off run "
                    "with the same settings finished in --out (metrics.json is written after each image)")
     v.add_argument("--classifier", default=None, help="inpainting with --model: count classification flips with "

@@ -140,7 +140,7 @@ def evaluate_inpainting(model, real_dir, out_dir, *, steps: int = 250, jump: int
     from neurodiff.metrics import image
     from neurodiff.metrics.cells import segment_nuclei
     from neurodiff.metrics.evaluate import _atomic_write
-    from neurodiff.tasks.inpaint import inpaint_array, inpaint_batch
+    from neurodiff.tasks.inpaint import inpaint_array
 
     real_dir, out_dir = Path(real_dir), Path(out_dir)
     files = sorted(p for p in real_dir.rglob("*") if p.is_file() and io.is_image_file(p))[:limit]
@@ -165,65 +165,91 @@ def evaluate_inpainting(model, real_dir, out_dir, *, steps: int = 250, jump: int
 
     t0 = time.perf_counter()
     jobs = [(b, r) for b in range(len(BINS)) for r in range(masks_per_bin)]
-    for i, p in enumerate(files):
-        if settings["images"][i] in done:
-            continue
-        x, meta = io.read(p)
-        dims = x.ndim - 1
-        lab_real = segment_nuclei(x, dims=dims)
-        if clf is not None and dims != 2:
-            raise NeurodiffError(f"{p}: classification flips need 2D images, got a volume of shape {x.shape}")
-        p_real = class_probs(*clf, x) if clf is not None else None
-        donor = io.read(files[(i + 1) % len(files)])[0] if len(files) > 1 else None
-        if donor is not None and donor.shape != x.shape:
-            donor = None
-        ks = [i * 10 + b + 1_000_003 * r for b, r in jobs]    # r = 0: the masks and noise of a one-mask-per-bin run
-        masks = [random_mask(x.shape[1:], *BINS[b], seed * 100_003 + k) for (b, _), k in zip(jobs, ks)]
-        opts = dict(steps=steps, jump=jump, resample=resample, jump_until=jump_until, eta=eta, precision=precision)
-        if batch > 1 and tile and max(x.shape[1:]) > tile:
-            raise NeurodiffError(f"{p}: --batch {batch} repaints the whole image as one tile; it is larger than "
-                                 f"--tile {tile} (give --tile 0 or --batch 1)")
+    opts = dict(steps=steps, jump=jump, resample=resample, jump_until=jump_until, eta=eta, precision=precision)
+    pending = [i for i in range(len(files)) if settings["images"][i] not in done]
+    per_group = max(1, batch // len(jobs))     # a --batch above the masks per image takes several images at once
+    for g in range(0, len(pending), per_group):
+        group = []
+        for i in pending[g:g + per_group]:
+            x, meta = io.read(files[i])
+            if clf is not None and x.ndim != 3:
+                raise NeurodiffError(f"{files[i]}: classification flips need 2D images, got a volume of shape "
+                                     f"{x.shape}")
+            if batch > 1 and tile and max(x.shape[1:]) > tile:
+                raise NeurodiffError(f"{files[i]}: --batch {batch} repaints the whole image as one tile; it is larger "
+                                     f"than --tile {tile} (give --tile 0 or --batch 1)")
+            ks = [i * 10 + b + 1_000_003 * r for b, r in jobs]    # r = 0: the masks and noise of a one-mask-per-bin run
+            masks = [random_mask(x.shape[1:], *BINS[b], seed * 100_003 + k) for (b, _), k in zip(jobs, ks)]
+            group.append((i, x, meta, ks, masks))
         if batch > 1:
-            parts = [inpaint_batch(model, x, np.stack(masks[j:j + batch]), [seed + k for k in ks[j:j + batch]], **opts)
-                     for j in range(0, len(jobs), batch)]
-            ys, info = [y for part, _ in parts for y in part], parts[0][1]
-        for j, (b, r) in enumerate(jobs):
-            lo, hi = BINS[b]
-            mask = masks[j]
-            if batch > 1:
-                y = ys[j]
-            else:
-                y, info = inpaint_array(model, x, mask, tile=tile, overlap=overlap, seed=seed + ks[j], progress=False,
-                                        **opts)
-            stem = p.stem.split('.')[0]
-            name = f"{stem}_bin{b}{f'_m{r}' if r else ''}{p.name[len(stem):]}"
-            io.write(out_dir / "repaired" / name, y, meta)
-            io.write(out_dir / "masks" / name, mask[None].astype(np.uint8) * 255, io.ImageMeta(meta.format, "uint8"))
-            cells = _compare(lab_real, segment_nuclei(y, dims=dims), mask, "")
-            area = mask.sum() / 1e6      # densities per 1e6 px of mask
-            rng = float(x.max() - x.min()) or 1.0
-            xr, xf = torch.from_numpy(x[None].astype(np.float32)), torch.from_numpy(y[None].astype(np.float32))
-            m = torch.from_numpy(np.broadcast_to(mask, x.shape)[None].copy())
-            rows.append({"file": p.name, "bin": f"{lo:.0%}-{hi:.0%}", "mask_fraction": float(mask.mean()),
-                         "density_real": cells["real_cells"] / area, "density_repaired": cells["cells"] / area,
-                         "mean_size_real": _mean(cells["real_cell_area"], cells["real_cells"]),
-                         "mean_size_repaired": _mean(cells["cell_area"], cells["cells"]), **cells,
-                         "psnr_in_mask": float(image.psnr(xf, xr, rng, m)[0]),
-                         "ssim_in_mask": _ssim_in_mask(image, xf, xr, rng, m),
-                         "network_calls_per_tile": info["network_calls_per_tile"], "tiles": info["tiles"]})
-            if p_real is not None:
-                rows[-1].update(class_real=int(p_real.argmax()), **compare_classes(p_real, class_probs(*clf, y), ""))
-            if donor is not None:    # the reference: another real image's tissue in the same mask
-                pasted = np.where(np.broadcast_to(mask, x.shape), donor, x)
-                rows[-1].update(_compare(lab_real, segment_nuclei(pasted, dims=dims), mask, "reference_"))
+            ys, info = _repaint_batched(model, group, batch, seed, opts)
+        for n, (i, x, meta, ks, masks) in enumerate(group):
+            p = files[i]
+            dims = x.ndim - 1
+            lab_real = segment_nuclei(x, dims=dims)
+            p_real = class_probs(*clf, x) if clf is not None else None
+            donor = io.read(files[(i + 1) % len(files)])[0] if len(files) > 1 else None
+            if donor is not None and donor.shape != x.shape:
+                donor = None
+            for j, (b, r) in enumerate(jobs):
+                lo, hi = BINS[b]
+                mask = masks[j]
+                if batch > 1:
+                    y = ys[n][j]
+                else:
+                    y, info = inpaint_array(model, x, mask, tile=tile, overlap=overlap, seed=seed + ks[j],
+                                            progress=False, **opts)
+                stem = p.stem.split('.')[0]
+                name = f"{stem}_bin{b}{f'_m{r}' if r else ''}{p.name[len(stem):]}"
+                io.write(out_dir / "repaired" / name, y, meta)
+                io.write(out_dir / "masks" / name, mask[None].astype(np.uint8) * 255,
+                         io.ImageMeta(meta.format, "uint8"))
+                cells = _compare(lab_real, segment_nuclei(y, dims=dims), mask, "")
+                area = mask.sum() / 1e6      # densities per 1e6 px of mask
+                rng = float(x.max() - x.min()) or 1.0
+                xr, xf = torch.from_numpy(x[None].astype(np.float32)), torch.from_numpy(y[None].astype(np.float32))
+                m = torch.from_numpy(np.broadcast_to(mask, x.shape)[None].copy())
+                rows.append({"file": p.name, "bin": f"{lo:.0%}-{hi:.0%}", "mask_fraction": float(mask.mean()),
+                             "density_real": cells["real_cells"] / area, "density_repaired": cells["cells"] / area,
+                             "mean_size_real": _mean(cells["real_cell_area"], cells["real_cells"]),
+                             "mean_size_repaired": _mean(cells["cell_area"], cells["cells"]), **cells,
+                             "psnr_in_mask": float(image.psnr(xf, xr, rng, m)[0]),
+                             "ssim_in_mask": _ssim_in_mask(image, xf, xr, rng, m),
+                             "network_calls_per_tile": info["network_calls_per_tile"], "tiles": info["tiles"]})
                 if p_real is not None:
-                    rows[-1].update(compare_classes(p_real, class_probs(*clf, pasted), "reference_"))
-            if progress:
-                print(f"{p.name} mask {mask.mean():.0%}: density error {rows[-1]['density_rel_err']:.1%}, "
-                      f"size error {rows[-1]['mean_size_rel_err']:.1%}", flush=True)
-        done.append(settings["images"][i])
-        write(_summary(rows, settings, done, before + time.perf_counter() - t0, clf is not None))
+                    rows[-1].update(class_real=int(p_real.argmax()),
+                                    **compare_classes(p_real, class_probs(*clf, y), ""))
+                if donor is not None:    # the reference: another real image's tissue in the same mask
+                    pasted = np.where(np.broadcast_to(mask, x.shape), donor, x)
+                    rows[-1].update(_compare(lab_real, segment_nuclei(pasted, dims=dims), mask, "reference_"))
+                    if p_real is not None:
+                        rows[-1].update(compare_classes(p_real, class_probs(*clf, pasted), "reference_"))
+                if progress:
+                    print(f"{p.name} mask {mask.mean():.0%}: density error {rows[-1]['density_rel_err']:.1%}, "
+                          f"size error {rows[-1]['mean_size_rel_err']:.1%}", flush=True)
+            done.append(settings["images"][i])
+            write(_summary(rows, settings, done, before + time.perf_counter() - t0, clf is not None))
     return write(_summary(rows, settings, done, before + time.perf_counter() - t0, clf is not None))
+
+
+def _repaint_batched(model, group: list, batch: int, seed: int, opts: dict) -> tuple[list[list], dict]:
+    """The repaints of a group of (index, image, meta, keys, masks), ``batch`` masks (of images of one shape) per
+    ``inpaint_batch`` call; [image][mask] like the group."""
+    from neurodiff.tasks.inpaint import inpaint_batch
+
+    flat = [(n, j) for n, g in enumerate(group) for j in range(len(g[4]))]
+    ys, info, k = [[None] * len(g[4]) for g in group], None, 0
+    while k < len(flat):
+        shape = group[flat[k][0]][1].shape
+        chunk = flat[k:k + batch]
+        chunk = chunk[:next((c for c, (n, _) in enumerate(chunk) if group[n][1].shape != shape), len(chunk))]
+        out, info = inpaint_batch(model, np.stack([group[n][1] for n, _ in chunk]),
+                                  np.stack([group[n][4][j] for n, j in chunk]),
+                                  [seed + group[n][3][j] for n, j in chunk], **opts)
+        for (n, j), y in zip(chunk, out):
+            ys[n][j] = y
+        k += len(chunk)
+    return ys, info
 
 
 def _resumed(out_dir: Path, settings: dict) -> tuple[list[dict], list[str], float]:

@@ -162,20 +162,27 @@ def inpaint_batch(model, image: np.ndarray, masks: np.ndarray, seeds: list[int],
                   jump: int = 10, resample: int = 10, jump_until: float = 1.0, eta: float = 1.0, device=None,
                   precision: str = "auto") -> tuple[np.ndarray, dict]:
     """Repaint one image [C, *S] under N masks [N, *S] (True = fill) in one batch, the whole image as one tile
-    -> ([N, C, *S] in the image's dtype, info as ``inpaint_array``'s). Pixel-space models; N times the memory of one. The RePaint arithmetic and the
-    noise stay on ``device`` (one generator per mask there), so on a CPU repaint k equals ``inpaint_array(...,
-    seed=seeds[k], tile=0)`` up to the batched network's rounding; on a GPU it draws other (CUDA) noise."""
+    -> ([N, C, *S] in the image's dtype, info as ``inpaint_array``'s); ``image`` may also be [N, C, *S], one image
+    per mask (of one shape). Pixel-space models; N times the memory of one. The RePaint arithmetic and the noise
+    stay on ``device`` (one generator per mask there, so a repaint does not depend on the rest of the batch): on a
+    CPU repaint k equals ``inpaint_array(..., seed=seeds[k], tile=0)`` up to the batched network's rounding; on a
+    GPU it draws other (CUDA) noise."""
     cfg = model.cfg
     if cfg.data.meta.get("latent"):
         raise NeurodiffError("batched repaints: pixel-space models only; a latent model repaints one mask at a time")
-    if masks.ndim != image.ndim or len(seeds) != len(masks):
+    per_mask = image.ndim == masks.ndim + 1
+    if (masks.ndim != image.ndim and not per_mask) or len(seeds) != len(masks) or \
+            (per_mask and len(image) != len(masks)):
         raise NeurodiffError(f"masks {list(masks.shape)} and {len(seeds)} seeds: expected [N, *S] masks for an image "
-                             f"{list(image.shape)} and one seed per mask")
-    _check_inputs(model, image, masks.shape[1:], cfg.model.in_channels)
+                             f"{list(image.shape)} ([C, *S], or [N, C, *S]: one per mask) and one seed per mask")
+    _check_inputs(model, image[0] if per_mask else image, masks.shape[1:], cfg.model.in_channels)
     device = _device(model, device)
     norm, precond, sigmas, schedule, init = _plan(cfg, steps, jump, resample, jump_until, eta)
     n = len(masks)
-    known = torch.from_numpy(norm.normalize(image))[None].expand(n, *image.shape)
+    image = image if per_mask else image[None]
+    if per_mask and not np.isfinite(image).all():
+        raise NeurodiffError("the images hold NaN or Inf values; mask them and set them to a finite value first")
+    known = torch.from_numpy(norm.normalize(image)).expand(n, *image.shape[1:])
     x, m, crop = _pad(known, torch.from_numpy(masks.astype(bool))[:, None], 2 ** (len(cfg.model.channel_mult) - 1))
     D = build_denoiser(model.net, precond, make_cond(cfg, [None] * n, None, device), n, 1.0, False, list(x.shape[1:]))
     gens = [torch.Generator(device).manual_seed(sample_seed(s, 0)) for s in seeds]
@@ -184,7 +191,7 @@ def inpaint_batch(model, image: np.ndarray, masks: np.ndarray, seeds: list[int],
                     gens, init, eta=eta).cpu()
     y = y if crop is None else y[(slice(None), slice(None), *crop)]
     values = np.stack([norm.denormalize(v, np.dtype(image.dtype).name) for v in y])
-    return np.where(masks[:, None].astype(bool), values, image[None]), {
+    return np.where(masks[:, None].astype(bool), values, image), {
         "tiles": 1, "tiles_total": 1, "network_calls_per_tile": network_calls(schedule)}
 
 
