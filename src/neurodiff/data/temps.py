@@ -9,6 +9,14 @@ from pathlib import Path
 _TMP_NAME = re.compile(r"^\..*\.tmp-?(\d+)")
 
 
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all: a hidden ``.NAME.tmp-PID`` beside it, renamed into place."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def remove_stale_temps(folder: str | Path) -> int:
     """Delete the hidden temporary files (``.NAME.tmpPID...``) that a killed process left in ``folder``: those
     whose process is gone. The finished files next to them are whole (written by rename). Returns the count."""

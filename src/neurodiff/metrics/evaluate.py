@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from neurodiff.data import io
+from neurodiff.data.temps import write_text_atomic
 from neurodiff.data.datasets import natural
 from neurodiff.data.normalize import Normalizer
 from neurodiff.errors import NeurodiffError
@@ -229,9 +229,9 @@ def evaluate(real_dir, fake_dir, out_dir, task: str = "generation", features_pat
             m["cells"] = _jsonable({k: v for k, v in c.items() if "rel_err" not in k or k.startswith("set_")})
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out_dir / "metrics.json", json.dumps(_jsonable(m), indent=2))
+    write_text_atomic(out_dir / "metrics.json", json.dumps(_jsonable(m), indent=2))
     from neurodiff.metrics.report import render
-    _atomic_write(out_dir / "report.html", render(m, xr, xf))
+    write_text_atomic(out_dir / "report.html", render(m, xr, xf))
     return m
 
 
@@ -333,12 +333,6 @@ def _jsonable(o):
     if isinstance(o, float) and not np.isfinite(o):
         return None   # JSON has no inf / NaN (e.g. PSNR of identical images)
     return o
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def train_features_on_folder(data_dir, out, size: int = 64, steps: int = 1000, batch: int = 64,

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from neurodiff.data import io
+from neurodiff.data.temps import write_text_atomic
 from neurodiff.errors import NeurodiffError
 
 BINS = ((0.05, 0.15), (0.15, 0.30), (0.30, 0.50))
@@ -139,7 +140,6 @@ def evaluate_inpainting(model, real_dir, out_dir, *, steps: int = 250, jump: int
     an earlier, cut-off run with the same settings finished in ``out_dir`` and repaints only the rest."""
     from neurodiff.metrics import image
     from neurodiff.metrics.cells import segment_nuclei
-    from neurodiff.metrics.evaluate import _atomic_write
     from neurodiff.tasks.inpaint import inpaint_array
 
     real_dir, out_dir = Path(real_dir), Path(out_dir)
@@ -160,7 +160,7 @@ def evaluate_inpainting(model, real_dir, out_dir, *, steps: int = 250, jump: int
 
     def write(m: dict) -> dict:     # after every image: a cut-off run keeps what it did
         out_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write(out_dir / "metrics.json", json.dumps(m, indent=2))
+        write_text_atomic(out_dir / "metrics.json", json.dumps(m, indent=2))
         return m
 
     t0 = time.perf_counter()
@@ -228,8 +228,8 @@ def evaluate_inpainting(model, real_dir, out_dir, *, steps: int = 250, jump: int
                     print(f"{p.name} mask {mask.mean():.0%}: density error {rows[-1]['density_rel_err']:.1%}, "
                           f"size error {rows[-1]['mean_size_rel_err']:.1%}", flush=True)
             done.append(settings["images"][i])
-            write(_summary(rows, settings, done, before + time.perf_counter() - t0, clf is not None))
-    return write(_summary(rows, settings, done, before + time.perf_counter() - t0, clf is not None))
+            summary = write(_summary(rows, settings, done, before + time.perf_counter() - t0, clf is not None))
+    return summary if pending else write(_summary(rows, settings, done, before, clf is not None))
 
 
 def _repaint_batched(model, group: list, batch: int, seed: int, opts: dict) -> tuple[list[list], dict]:

@@ -12,12 +12,12 @@ A stack is [Z, H, W] (the depth axis first). Real and generated stacks are compa
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from neurodiff.data import io
+from neurodiff.data.temps import write_text_atomic
 from neurodiff.errors import NeurodiffError
 from neurodiff.metrics.evaluate import ridge_fit_predict
 
@@ -107,15 +107,11 @@ def evaluate_volumes(real_dir, fake_dir, out_dir, axis: int = 0) -> dict:
          "depth": depth_correlation(real, fake)}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _atomic(out / "metrics.json", json.dumps(m, indent=1))
-    _atomic(out / "report.html", _report(m))
+    write_text_atomic(out / "metrics.json", json.dumps(m, indent=1))
+    write_text_atomic(out / "report.html", _report(m))
     return m
 
 
-def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _report(m: dict) -> str:

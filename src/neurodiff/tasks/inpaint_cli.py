@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import resource
 import shutil
 import time
@@ -14,6 +13,7 @@ import numpy as np
 
 from neurodiff import dist
 from neurodiff.data import io
+from neurodiff.data.temps import write_text_atomic
 from neurodiff.errors import NeurodiffError
 from neurodiff.tasks.generate import covariate_row, parse_covariates, resolve_label
 from neurodiff.tasks.inpaint import inpaint_array, parse_boxes
@@ -42,13 +42,13 @@ def _partial_output(args, image, meta, settings: dict):
     from neurodiff.data import zarrio
 
     part, record = zarrio.partial_of(args.out), _record(args.out)
-    done = json.loads(record.read_text())["tiles_done"] if part.exists() and record.exists() else 0
-    if part.exists() and not done and not (args.resume and record.exists()):   # no tile written: nothing to keep
+    old = json.loads(record.read_text()) if part.exists() and record.exists() else None
+    done = old["tiles_done"] if old else 0
+    if part.exists() and not done and not (args.resume and old):   # no tile written: nothing to keep
         shutil.rmtree(part)
     if args.resume:
         if not part.exists():
             raise NeurodiffError(f"--resume: no stopped run to continue ({part} not found); run without --resume")
-        old = json.loads(record.read_text())
         for k, v in settings.items():
             if old["settings"].get(k) != v:
                 raise NeurodiffError(f"--resume: the stopped run in {part} had {k}={old['settings'].get(k)!r}, not "
@@ -62,9 +62,7 @@ def _partial_output(args, image, meta, settings: dict):
         zarrio.copy_regions(image, out)
 
     def on_tile(n: int) -> None:     # after the tile's pixels are written (zarr writes chunks atomically)
-        tmp = record.with_name(record.name + ".tmp")
-        tmp.write_text(json.dumps({"settings": settings, "tiles_done": n}))
-        os.replace(tmp, record)
+        write_text_atomic(record, json.dumps({"settings": settings, "tiles_done": n}))
 
     on_tile(start)
     return out, start, on_tile
