@@ -181,10 +181,10 @@ def test_cli_keeps_known_pixels_bit_identical_in_the_written_file(tiny_run, tmp_
     assert "does not match" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("image_suffix", [".zarr", ".tif"])
-def test_a_stopped_inpaint_into_zarr_resumes_to_the_uninterrupted_result(tiny_run, tmp_path, mni, monkeypatch,
-                                                                          capsys, image_suffix):
-    """A .zarr --out is written tile by tile into a hidden folder beside it, with a record of the tiles written:
+@pytest.mark.parametrize("image_suffix,out_suffix", [(".zarr", ".zarr"), (".tif", ".zarr"), (".tif", ".tif")])
+def test_a_stopped_inpaint_resumes_to_the_uninterrupted_result(tiny_run, tmp_path, mni, monkeypatch, capsys,
+                                                              image_suffix, out_suffix):
+    """A .zarr or .tif --out is written tile by tile into a hidden folder beside it, with a record of the tiles written:
     a stopped run keeps them, a rerun refuses to discard them, --resume with other settings is refused, and
     --resume samples only the remaining tiles and gives the uninterrupted run's pixels."""
     import json
@@ -210,12 +210,12 @@ def test_a_stopped_inpaint_into_zarr_resumes_to_the_uninterrupted_result(tiny_ru
 
     monkeypatch.setattr(inpaint_mod, "repaint", counted)
     stop_at = None
-    assert main(args(tmp_path / "whole.zarr")) == 0
+    assert main(args(tmp_path / f"whole{out_suffix}")) == 0
     n_tiles = len(calls)
     assert n_tiles >= 4
-    whole = io.read(tmp_path / "whole.zarr")[0]
-    out = tmp_path / "cut.zarr"
-    part, record = tmp_path / ".cut.zarr.partial", tmp_path / ".cut.zarr.partial.json"
+    whole = io.read(tmp_path / f"whole{out_suffix}")[0]
+    out = tmp_path / f"cut{out_suffix}"
+    part, record = tmp_path / f".cut{out_suffix}.partial", tmp_path / f".cut{out_suffix}.partial.json"
     calls.clear()
     stop_at = 3                       # stopped while sampling the third tile
     assert main(args(out)) == 130 and "interrupted" in capsys.readouterr().err     # Ctrl-C
@@ -223,13 +223,50 @@ def test_a_stopped_inpaint_into_zarr_resumes_to_the_uninterrupted_result(tiny_ru
     stop_at = None
     assert main(args(out)) == 2 and "add --resume" in capsys.readouterr().err
     assert main(args(out, "--resume", "--seed", "1")) == 2 and "seed=0, not 1" in capsys.readouterr().err
-    assert main(args(tmp_path / "x.tif", "--resume")) == 2 and "needs a .zarr --out" in capsys.readouterr().err
+    assert main(args(tmp_path / "x.png", "--resume")) == 2 and "needs a .zarr or .tif --out" in capsys.readouterr().err
     calls.clear()
     assert main(args(out, "--resume")) == 0 and "(2 written by the stopped run)" in capsys.readouterr().out
     assert len(calls) == n_tiles - 2                  # only the tiles the stopped run had not written
     assert np.array_equal(io.read(out)[0], whole)
     assert not part.exists() and not record.exists()
     assert main(args(out, "--resume")) == 2 and "no stopped run" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_tiff_image_and_mask_are_read_and_the_tiff_written_by_region(tiny_run, tmp_path, mni, monkeypatch, capsys):
+    """A TIFF section and a TIFF mask are never read whole (sections larger than memory): tiles are read, the
+    output is streamed into a TIFF band by band; the pixels are those of the in-memory path (a .npy output),
+    the spacing is kept, and the file is an ImageJ TIFF (Fiji)."""
+    import tifffile
+
+    img = mni[10:190, 20:140, 90].astype(np.uint8)
+    meta = io.ImageMeta(format="tiff", dtype="uint8", spacing=(0.5, 0.5), unit="um")
+    io.write(tmp_path / "section.tif", img[None], meta)
+    mask = np.zeros(img.shape, np.uint8)
+    mask[40:70, 30:100] = 1
+    io.write(tmp_path / "mask.tif", mask[None])
+    args = lambda out: ["inpaint", str(tiny_run), "--image", str(tmp_path / "section.tif"), "--mask",  # noqa: E731
+                        str(tmp_path / "mask.tif"), "--box", "150:160,10:20", "--out", str(out), "--steps", "4",
+                        "--jump", "2", "--resample", "2", "--no-progress"]
+    assert main(args(tmp_path / "memory.npy")) == 0               # whole arrays in memory
+    real_read = io.read
+
+    def read(path, *a, **kw):
+        assert Path(path).suffix != ".tif", f"{path} read whole"
+        return real_read(path, *a, **kw)
+
+    monkeypatch.setattr(io, "read", read)
+    assert main(args(tmp_path / "repaired.tif")) == 0
+    monkeypatch.setattr(io, "read", real_read)
+    y, ymeta = io.read(tmp_path / "repaired.tif")
+    assert np.array_equal(y, io.read(tmp_path / "memory.npy")[0])
+    filled = mask.astype(bool)
+    filled[150:160, 10:20] = True
+    assert np.array_equal(y[0][~filled], img[~filled]) and not np.array_equal(y[0][filled], img[filled])
+    assert ymeta.spacing == pytest.approx((0.5, 0.5)) and ymeta.unit == "um"
+    with tifffile.TiffFile(tmp_path / "repaired.tif") as t:
+        assert t.is_imagej
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.tif", "memory.npy", "repaired.tif", "section.tif"]
 
 
 def test_random_masks_cover_their_bin():
@@ -626,3 +663,14 @@ def test_floor_bench_pairs_windows_that_do_not_overlap_and_tables_by_nuclei_coun
     assert fl.window_corners(np.pad(np.ones((8, 8)), ((0, 8), (0, 8))), 8, 0.9, 4) == [(0, 0)]
     table = fl.by_count([{"n": 6, "e": 0.1}, {"n": 7, "e": 0.3}, {"n": 50, "e": 0.5}], ("e",))
     assert [(t["nuclei"], t["rows"], t["e"]) for t in table] == [("5-9", 2, pytest.approx(0.2)), ("40-79", 1, 0.5)]
+
+
+def test_tif_outputs_go_tile_by_tile_only_with_zarr_installed(monkeypatch):
+    import importlib.util
+
+    from neurodiff.tasks.inpaint_cli import tiled_output
+
+    assert tiled_output("a.tif") and tiled_output("a.zarr") and not tiled_output("a.png")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "zarr" else real(name, *a))
+    assert not tiled_output("a.tif")                 # written from memory at the end, as before

@@ -592,3 +592,14 @@ def test_import_is_light():
     r = subprocess.run([sys.executable, "-c", code, nio.__file__],
                        capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_png_larger_than_pillows_bomb_limit_is_read(tmp_path, monkeypatch):
+    """Gigapixel masks: Pillow's decompression-bomb limit (179 Mpixel) does not apply; MAX_VOXELS does."""
+    write(tmp_path / "m.png", np.full((1, 20, 30), 255, np.uint8))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)      # stands for Pillow's limit, 20 x 30 is over it
+    x, _ = read(tmp_path / "m.png")
+    assert x.shape == (1, 20, 30) and Image.MAX_IMAGE_PIXELS == 100
+    monkeypatch.setattr(nio, "MAX_VOXELS", 100)
+    with pytest.raises(NeurodiffError, match="m.png: header says shape"):
+        read(tmp_path / "m.png")

@@ -8,7 +8,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "neurodiff"
 TIERS = [
     {"errors", "config", "dist", "precision"},
-    {"nn", "data.io", "data.png16", "data.normalize", "data.zarrio", "data.temps"},
+    {"nn", "data.io", "data.png16", "data.normalize", "data.zarrio", "data.temps", "data.tiffio"},
     {"diffusion", "codec", "tiling"},
     {"tasks"},
     {"data.datasets", "data.latents"},

@@ -107,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     ip.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (1 = off)")
     ip.add_argument("--seed", type=int, default=0)
     ip.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
-    ip.add_argument("--resume", action="store_true", help="continue a stopped run into the same .zarr --out")
+    ip.add_argument("--resume", action="store_true", help="continue a stopped run into the same .zarr/.tif --out")
     ip.add_argument("--no-progress", action="store_true")
 
     tr = sub.add_parser("translate", help="paired translation (source -> target) with per-pixel uncertainty maps")

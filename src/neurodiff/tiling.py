@@ -22,10 +22,14 @@ def starts(size: int, tile: int, overlap: int) -> list[int]:
     return [round(i * (size - tile) / (n - 1)) for i in range(n)]
 
 
+def axis_spans(spatial: list[int], tile: int, overlap: int) -> list[list[slice]]:
+    """Per spatial axis, the tiles' intervals along it: the grid's tiles are their product (``regions``)."""
+    return [[slice(s, s + min(tile, n)) for s in starts(n, tile, overlap)] for n in spatial]
+
+
 def regions(spatial: list[int], tile: int, overlap: int) -> list[tuple[slice, ...]]:
-    """All tiles of a grid, as tuples of slices over the spatial axes."""
-    axes = [[slice(s, s + min(tile, n)) for s in starts(n, tile, overlap)] for n in spatial]
-    return list(itertools.product(*axes))
+    """All tiles of a grid, as tuples of slices over the spatial axes (the first axis varies slowest)."""
+    return list(itertools.product(*axis_spans(spatial, tile, overlap)))
 
 
 def window(shape: list[int], overlap: int, device=None) -> torch.Tensor:

@@ -132,7 +132,12 @@ def _read_pillow(p: Path, path):
         return png16.decode(p.read_bytes(), path, _check_voxels), ImageMeta("png", "uint16")
     from PIL import Image
 
-    with Image.open(p) as im:
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None   # MAX_VOXELS guards here (gigapixel masks)
+    try:
+        im = Image.open(p)
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    with im:
         fmt = {"PNG": "png", "JPEG": "jpeg", "MPO": "jpeg"}.get(im.format, format_of(path))
         w, h = im.size
         _check_voxels(path, (len(im.getbands()), h, w))
@@ -166,46 +171,18 @@ def _read_tiff(p: Path, path):
 def _read_tiff_logged(p: Path, path, errors: list):
     import tifffile
 
+    from neurodiff.data.tiffio import tiff_layout
+
     with tifffile.TiffFile(p) as tif:
-        series = tif.series[0]
-        axes, shape = series.axes, tuple(series.shape)
-        _check_voxels(path, shape)
-        page = series.keyframe
-        x = series.asarray()
-        ij = tif.imagej_metadata or {}
-        shaped = (tif.shaped_metadata or [{}])[0] or {}
-        tags = page.tags
-        xres, yres = (tags[k].value if k in tags else None for k in ("XResolution", "YResolution"))
-        resunit = int(tags["ResolutionUnit"].value) if "ResolutionUnit" in tags else 2
-        rgb = int(getattr(page, "photometric", 0)) == 2
+        lay = tiff_layout(tif, path)
+        _check_voxels(path, lay.shape)
+        x = tif.series[0].asarray()
     if errors:
         raise ValueError(errors[0])
-    if "S" in axes and rgb and shape[axes.index("S")] == 4:
-        x = x.take(range(3), axis=axes.index("S"))  # RGBA: drop alpha
-    keep = [i for i, a in enumerate(axes) if x.shape[i] > 1 or a in "YX"]
-    x = x.reshape([x.shape[i] for i in keep])
-    ax = "".join(axes[i] for i in keep)
-    chan = [a for a in ax if a in "CS"]
-    depth = [a for a in ax if a not in "CSYX"]
-    if "Y" not in ax or "X" not in ax or len(depth) > 1:
-        raise _err(path, f"TIFF has axes {axes} with shape {shape}; expected channels, at most "
-                         "one Z/T axis, then Y, X")
-    x = x.transpose([ax.index(a) for a in chan + depth + ["Y", "X"]])
-    x = x.reshape((-1,) + x.shape[len(chan):])
-
-    unit = _norm_unit(ij.get("unit") or shaped.get("unit"))
-    z = ij.get("spacing", shaped.get("spacing"))
-    spacing = None
-    if xres and yres and xres[0] and yres[0] and (resunit != 1 or tuple(xres) != (1, 1) or unit or z):
-        yx = [r[1] / r[0] for r in (yres, xres)]  # tag is pixels per unit
-        if resunit in (2, 3):  # inch / cm: physical, convert to the stated unit or mm
-            scale = 25.4 if resunit == 2 else 10.0
-            to = unit if unit in _UNIT_MM else "mm"
-            yx, unit = [s * scale / _UNIT_MM[to] for s in yx], to
-        spacing = tuple(float(s) for s in yx)
-    if x.ndim == 4 and (spacing or z):
-        spacing = (float(z or 1.0),) + (spacing or (1.0, 1.0))
-    return x, ImageMeta("tiff", x.dtype.name, spacing, unit if spacing else None)
+    if lay.rgba:
+        x = x.take(range(3), axis=lay.axes.index("S"))  # RGBA: drop alpha
+    x = x.reshape([x.shape[i] for i in lay.keep]).transpose(lay.order)
+    return x.reshape((-1,) + x.shape[lay.n_chan:]), lay.meta
 
 
 def _read_nifti(p: Path, path):
@@ -368,32 +345,10 @@ def _write_pillow(tmp: Path, path, x, meta):
 def _write_tiff(tmp: Path, path, x, meta):
     import tifffile
 
-    c, vol = x.shape[0], x.ndim == 4
-    big = x.nbytes > BIGTIFF_BYTES
-    imagej = x.dtype.name in ("uint8", "uint16", "float32") and not big  # ImageJ: no BigTIFF
-    rgb = not vol and c == 3 and x.dtype == np.uint8
-    unit = _norm_unit(meta.unit)
-    md, kw = {}, {"photometric": "rgb" if rgb else "minisblack", "bigtiff": big}
-    if rgb:
-        data, md["axes"] = np.moveaxis(x, 0, -1), "YXS"
-    elif imagej and vol and c > 1:
-        data, md["axes"] = np.moveaxis(x, 0, 1), "ZCYX"  # ImageJ order is TZCYXS
-    else:
-        data = x if c > 1 else x[0]
-        md["axes"] = ("C" if c > 1 else "") + ("ZYX" if vol else "YX")
-    if meta.spacing is not None:
-        sy, sx = meta.spacing[-2:]
-        if vol:
-            md["spacing"] = float(meta.spacing[0])
-        if unit:
-            md["unit"] = unit
-        if not imagej and unit in _UNIT_MM:  # plain TIFF: physical cm resolution for other readers
-            sy, sx = (s * _UNIT_MM[unit] / 10.0 for s in (sy, sx))
-            kw["resolutionunit"] = "CENTIMETER"
-        else:
-            kw["resolutionunit"] = "NONE"  # ImageJ reads its unit from the description
-        kw["resolution"] = (1.0 / sx, 1.0 / sy)
-    tifffile.imwrite(tmp, data, imagej=imagej, metadata=md, **kw)
+    from neurodiff.data.tiffio import tiff_data, tiff_plan
+
+    layout, kw = tiff_plan(x.shape, x.dtype, meta)
+    tifffile.imwrite(tmp, tiff_data(x, layout), **kw)
 
 
 _NIFTI_UNITS = {"um": "micron", "m": "meter"}

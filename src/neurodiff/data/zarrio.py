@@ -158,9 +158,19 @@ def write(path, x: np.ndarray, meta=None) -> None:
     commit(path)
 
 
-def copy_regions(src, dst, step: int = 1024) -> None:
-    """Copy a lazy ``[C, *S]`` array into another one block by block (memory of one block)."""
+def copy_regions(src, dst, step: int = 1024, progress: bool = False) -> None:
+    """Copy a lazy ``[C, *S]`` array into another one block by block (memory of one block); ``progress``: a bar
+    counting the blocks."""
     spatial = src.shape[1:]
-    for start in np.ndindex(*[math.ceil(n / step) for n in spatial]):
+    blocks = list(np.ndindex(*[math.ceil(n / step) for n in spatial]))
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(blocks), desc="copying the image", unit="block")
+    for start in blocks:
         key = (slice(None), *[slice(s * step, min((s + 1) * step, n)) for s, n in zip(start, spatial)])
         dst[key] = np.asarray(src[key])
+        if bar:
+            bar.update(1)
+    if bar:
+        bar.close()

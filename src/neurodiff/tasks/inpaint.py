@@ -25,6 +25,8 @@ only the masked pixels are taken from the decode: the known pixels are restored 
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import torch
 
@@ -34,7 +36,7 @@ from neurodiff.diffusion.samplers import _D, ancestral_step, randn_like
 from neurodiff.diffusion.schedules import sampling_sigmas
 from neurodiff.errors import NeurodiffError
 from neurodiff.tasks.generate import build_denoiser, make_cond, sample_seed, sampling_autocast
-from neurodiff.tiling import pad_to_multiple, regions
+from neurodiff.tiling import axis_spans, pad_to_multiple
 
 
 def jump_schedule(steps: int, jump: int = 10, resample: int = 10, until: float = 1.0) -> list[int]:
@@ -97,9 +99,9 @@ def repaint(D, known: torch.Tensor, mask: torch.Tensor, sigmas: torch.Tensor, sc
     return torch.where(mask, x, k).float()
 
 
-def parse_boxes(boxes: list[str], spatial: tuple[int, ...]) -> np.ndarray:
-    """``["y0:y1,x0:x1", ...]`` (or z0:z1,y0:y1,x0:x1 in 3D) -> bool mask of ``spatial`` (True = fill)."""
-    mask = np.zeros(spatial, dtype=bool)
+def box_bounds(boxes: list[str], spatial: tuple[int, ...]) -> list[tuple[slice, ...]]:
+    """``["y0:y1,x0:x1", ...]`` (or z0:z1,y0:y1,x0:x1 in 3D) -> the boxes as slices, checked against ``spatial``."""
+    out = []
     for text in boxes:
         parts = text.split(",")
         try:
@@ -110,8 +112,36 @@ def parse_boxes(boxes: list[str], spatial: tuple[int, ...]) -> np.ndarray:
                                              for b, n in zip(bounds, spatial)):
             axes = ",".join(["z0:z1", "y0:y1", "x0:x1"][-len(spatial):])
             raise NeurodiffError(f"--box {text!r}: expected {axes} inside the image {list(spatial)}")
-        mask[tuple(slice(a, b) for a, b in bounds)] = True
+        out.append(tuple(slice(a, b) for a, b in bounds))
+    return out
+
+
+def parse_boxes(boxes: list[str], spatial: tuple[int, ...]) -> np.ndarray:
+    """``["y0:y1,x0:x1", ...]`` (or z0:z1,y0:y1,x0:x1 in 3D) -> bool mask of ``spatial`` (True = fill)."""
+    mask = np.zeros(spatial, dtype=bool)
+    for box in box_bounds(boxes, spatial):
+        mask[box] = True
     return mask
+
+
+class RegionMask:
+    """A mask read region by region, for images larger than memory: the non-zero pixels (any channel) of a lazy
+    mask image ``[C, *S]`` and/or boxes (slices). ``mask[region]`` -> bool array of the region; ``shape``."""
+
+    def __init__(self, spatial: tuple[int, ...], image=None, boxes: list[tuple[slice, ...]] = ()):
+        self.shape, self.image, self.boxes, self.ndim = tuple(spatial), image, list(boxes), len(spatial)
+
+    def __getitem__(self, region: tuple[slice, ...]) -> np.ndarray:
+        region = tuple(slice(*r.indices(n)[:2]) for r, n in zip(region, self.shape))
+        if self.image is not None:
+            m = (np.asarray(self.image[(slice(None), *region)]) != 0).any(0)
+        else:
+            m = np.zeros([r.stop - r.start for r in region], bool)
+        for box in self.boxes:
+            inter = [slice(max(b.start, r.start) - r.start, min(b.stop, r.stop) - r.start) for b, r in zip(box, region)]
+            if all(i.stop > i.start for i in inter):
+                m[tuple(inter)] = True
+        return m
 
 
 def _commit_area(region: tuple[slice, ...], spatial, margin: int) -> tuple[slice, ...]:
@@ -204,8 +234,9 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
                   on_tile=None) -> tuple[np.ndarray, dict]:
     """Fill ``mask`` (True = fill, spatial shape of ``image`` [C, *S] in data units) -> (image, info).
 
-    ``image`` may be a lazy array (zarr) when ``out`` is a writable one holding a copy of it: tiles are then read
-    and written one at a time, and memory does not grow with the image. ``codec``: a latent model's autoencoder
+    ``image`` may be a lazy array (zarr, or a TIFF view of data/tiffio.py) when ``out`` is a writable one holding a
+    copy of it, and ``mask`` a ``RegionMask``: tiles are then read and written one at a time, the mask one band of
+    tiles at a time, and memory does not grow with the image. ``codec``: a latent model's autoencoder
     (default: the one it was trained with). ``precision``: the network's, see ``sampling_autocast`` (the RePaint
     arithmetic itself stays float64). ``device``: the network's (default: where the model's weights are).
     ``start``: tiles to sample that a stopped run already wrote into ``out`` (skipped; each tile's noise is keyed to
@@ -232,31 +263,35 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
     if tile and not 0 <= overlap < tile:
         raise NeurodiffError(f"--overlap {overlap}: expected 0 <= overlap < tile ({tile})")
     whole = not tile or all(n <= tile for n in spatial)
-    grid = [tuple(slice(0, n) for n in spatial)] if whole else regions(list(spatial), tile, overlap)
-    out, todo = image.copy() if out is None else out, mask.astype(bool).copy()
+    # per axis: the tiles' intervals and the parts of them each tile writes (the tile less overlap // 2 inside)
+    spans = [[slice(0, n)] for n in spatial] if whole else axis_spans(list(spatial), tile, overlap)
+    areas = [[_commit_area((r,), (n,), overlap // 2)[0] for r in rs] for rs, n in zip(spans, spatial)]
+    grid = [tuple(spans[a][i] for a, i in enumerate(ix)) for ix in np.ndindex(*map(len, spans))]
+    out = image.copy() if out is None else out
     dtype = np.dtype(image.dtype).name
-    tiles = [(k, r, _commit_area(r, spatial, overlap // 2)) for k, r in enumerate(grid)]
-    tiles = [t for t in tiles if todo[t[2]].any()]
+    tiles, filled = _tiles_to_sample(mask, spatial, spans, areas)
     cond = make_cond(cfg, [label], [scalars] if scalars is not None else None, device)
     bar = None
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=len(tiles), initial=start, desc="inpainting", unit="tile")
-    for j, (k, region, area) in enumerate(tiles):
-        fill = torch.from_numpy(todo[region])[None, None]
-        commit = np.zeros(todo[region].shape, dtype=bool)
-        local = tuple(slice(a.start - r.start, a.stop - r.start) for a, r in zip(area, region))
-        commit[local] = todo[area]
+    for j, k in enumerate(tiles):
         if j < start:                 # written by the stopped run: what it filled counts as known now
-            todo[region] &= ~commit
             continue
+        region = grid[k]
+        fill = _still_to_fill(mask, k, spans, areas)
+        commit = np.zeros_like(fill)
+        ix = np.unravel_index(k, [len(r) for r in spans])
+        local = tuple(slice(areas[a][i].start - r.start, areas[a][i].stop - r.start)
+                      for a, (i, r) in enumerate(zip(ix, region)))
+        commit[local] = fill[local]
         if commit.any():
             view = np.asarray(out[(slice(None), *region)])
             if lazy and not np.isfinite(view).all():   # numpy images were checked whole above
                 raise NeurodiffError(f"the image holds NaN or Inf values in {[(r.start, r.stop) for r in region]}; "
                                      "mask them and set them to a finite value first")
             known = torch.from_numpy(norm.normalize(view))[None]
-            x, m, crop = _pad(known, fill, factor)
+            x, m, crop = _pad(known, torch.from_numpy(fill)[None, None], factor)
             if latent:      # known latents from the encoder; a latent voxel is filled if any of its pixels is
                 x = codec.encode(x.float().to(device)).cpu()
                 m = getattr(torch.nn.functional, f"max_pool{m.ndim - 2}d")(m.float(), codec.factor).bool()
@@ -271,7 +306,6 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
             values = norm.denormalize(y[0], dtype)
             view[:, commit] = values[:, commit]
             out[(slice(None), *region)] = view
-            todo[region] &= ~commit
         if on_tile:
             on_tile(j + 1)
         if bar:
@@ -279,4 +313,35 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
     if bar:
         bar.close()
     return out, {"tiles": len(tiles), "tiles_total": len(grid), "network_calls_per_tile": network_calls(schedule),
-                 "fraction_filled": float(mask.mean())}
+                 "fraction_filled": filled / float(np.prod(spatial))}
+
+
+def _tiles_to_sample(mask, spatial, spans, areas) -> tuple[list[int], int]:
+    """(the grid indices of the tiles whose written part holds mask pixels, the number of mask pixels), reading
+    the mask one band of tiles (along the first axis) at a time, so only a band is ever in memory."""
+    tiles, filled, done = [], 0, 0
+    for i0, (a0, band_area) in enumerate(zip(spans[0], areas[0])):
+        band = np.asarray(mask[(band_area, *[slice(0, n) for n in spatial[1:]])], bool)
+        filled += int(band[max(0, done - band_area.start):].sum())   # rows not counted with the band before
+        done = band_area.stop
+        for rest in np.ndindex(*[len(a) for a in areas[1:]]):
+            if band[(slice(None), *[areas[1 + a][i] for a, i in enumerate(rest)])].any():
+                tiles.append(int(np.ravel_multi_index((i0, *rest), [len(a) for a in areas])))
+    return tiles, filled
+
+
+def _still_to_fill(mask, k: int, spans, areas) -> np.ndarray:
+    """The mask pixels of tile ``k`` that no earlier tile (in grid order) has written: bool [*tile]. A tile writes
+    every mask pixel of its part (``areas``), so the earlier tiles' parts are subtracted; only neighbours reach
+    into the tile."""
+    counts = [len(a) for a in areas]
+    ix = np.unravel_index(k, counts)
+    region = tuple(spans[a][i] for a, i in enumerate(ix))
+    fill = np.asarray(mask[region], bool).copy()
+    near = [[i for i, c in enumerate(areas[a]) if c.start < region[a].stop and c.stop > region[a].start]
+            for a in range(len(areas))]
+    for other in itertools.product(*near):
+        if np.ravel_multi_index(other, counts) < k:
+            fill[tuple(slice(max(areas[a][i].start, r.start) - r.start, min(areas[a][i].stop, r.stop) - r.start)
+                       for a, (i, r) in enumerate(zip(other, region)))] = False
+    return fill

@@ -16,15 +16,57 @@ from neurodiff.data import io
 from neurodiff.data.temps import write_text_atomic
 from neurodiff.errors import NeurodiffError
 from neurodiff.tasks.generate import covariate_row, parse_covariates, resolve_label
-from neurodiff.tasks.inpaint import inpaint_array, parse_boxes
+from neurodiff.tasks.inpaint import RegionMask, box_bounds, inpaint_array
+
+SCAN_PIXELS = 2**24     # the mask is hashed and counted in bands of about this many pixels
 
 
-def read_mask(path, spatial: tuple[int, ...]) -> np.ndarray:
-    """A mask file -> bool [*spatial] (non-zero in any channel = fill), checked against the image's size."""
-    m, _ = io.read(path)
-    if tuple(m.shape[1:]) != tuple(spatial):
-        raise NeurodiffError(f"{path}: mask shape {list(m.shape[1:])} does not match the image's {list(spatial)}")
-    return (m != 0).any(0)
+def open_image(path, lazy: bool):
+    """``(array [C, *S], meta)``: a zarr or TIFF image read region by region when ``lazy``, else whole."""
+    fmt = io.format_of(path)
+    if lazy and fmt == "zarr":
+        from neurodiff.data import zarrio
+        return zarrio.open_lazy(path)
+    if lazy and fmt == "tiff":
+        from neurodiff.data import tiffio
+        return tiffio.open_lazy(path)
+    return io.read(path)
+
+
+def read_mask(path, boxes: list[str], spatial: tuple[int, ...], lazy: bool) -> RegionMask:
+    """The mask of ``--mask`` (non-zero in any channel = fill; a zarr or TIFF read region by region when ``lazy``)
+    and of the ``--box`` es, checked against the image's size."""
+    m = None
+    if path:
+        m, _ = open_image(path, lazy)
+        if tuple(m.shape[1:]) != tuple(spatial):
+            raise NeurodiffError(f"{path}: mask shape {list(m.shape[1:])} does not match the image's {list(spatial)}")
+    return RegionMask(spatial, m, box_bounds(boxes, spatial))
+
+
+def scan_mask(mask: RegionMask) -> tuple[str, int]:
+    """(sha1 of the mask's bits, number of pixels to fill), one band of the first axis at a time."""
+    digest, n, rows = hashlib.sha1(), 0, max(1, SCAN_PIXELS // max(1, int(np.prod(mask.shape[1:]))))
+    for y in range(0, mask.shape[0], rows):
+        band = mask[(slice(y, y + rows), *[slice(0, k) for k in mask.shape[1:]])]
+        digest.update(np.packbits(band).tobytes())
+        n += int(band.sum())
+    return digest.hexdigest(), n
+
+
+def tiled_output(path) -> bool:
+    """Whether ``neurodiff inpaint`` writes ``path`` tile by tile (resumable): a .zarr, or a TIFF when zarr (the
+    store of its tiles until the end) is installed."""
+    fmt = io.format_of(path)
+    if fmt == "tiff":
+        import importlib.util
+        return importlib.util.find_spec("zarr") is not None
+    return fmt == "zarr"
+
+
+def _blocks(x) -> int:
+    """Blocks of 1024^2 pixels (or 1024^3 voxels) in ``x`` [C, *S]: a bar is shown for copies of more than 16."""
+    return int(np.prod([-(-n // 1024) for n in x.shape[1:]]))
 
 
 def _record(out) -> Path:
@@ -59,7 +101,7 @@ def _partial_output(args, image, meta, settings: dict):
                              "continue it, or delete that folder to start again")
     else:
         out, start = zarrio.create(args.out, image.shape, image.dtype, meta, partial=True), 0
-        zarrio.copy_regions(image, out)
+        zarrio.copy_regions(image, out, progress=not args.no_progress and _blocks(image) > 16)
 
     def on_tile(n: int) -> None:     # after the tile's pixels are written (zarr writes chunks atomically)
         write_text_atomic(record, json.dumps({"settings": settings, "tiles_done": n}))
@@ -72,30 +114,25 @@ def run_inpaint(args, load_model) -> dict:
     """``args`` from the CLI parser; ``load_model(path)`` -> LoadedModel (passed in: tasks sit below train)."""
     t0 = time.perf_counter()
     model = load_model(args.model, dist.init())   # the GPU when there is one
-    zarr_out = io.format_of(args.out) == "zarr"   # written tile by tile as the tiles are done: resumable
-    if args.resume and not zarr_out:
-        raise NeurodiffError(f"--resume: needs a .zarr --out (written tile by tile, so a stopped run keeps its "
-                             f"tiles); {args.out} is written once at the end")
-    if zarr_out and io.format_of(args.image) == "zarr":  # zarr in and out: never the whole image in memory
-        from neurodiff.data import zarrio
-        image, meta = zarrio.open_lazy(args.image)
-    else:
-        image, meta = io.read(args.image)
+    tiled_out = tiled_output(args.out)   # written tile by tile as the tiles are done: resumable
+    if args.resume and not tiled_out:
+        raise NeurodiffError(f"--resume: needs a .zarr or .tif --out (written tile by tile, so a stopped run keeps "
+                             f"its tiles; a .tif needs pip install zarr); {args.out} is written once at the end")
+    image, meta = open_image(args.image, tiled_out)     # a zarr or TIFF image: never whole in memory
     spatial = tuple(image.shape[1:])
-    mask = parse_boxes(args.box, spatial)
-    if args.mask:
-        mask |= read_mask(args.mask, spatial)
-    if not mask.any():
+    mask = read_mask(args.mask, args.box, spatial, tiled_out)
+    mask_sha1, n_fill = scan_mask(mask)
+    if not n_fill:
         raise NeurodiffError(f"{args.mask or '--box'}: the mask is empty (non-zero = fill); nothing to do")
     cfg = model.cfg
     label = resolve_label(cfg, args.label)
     guidance = args.guidance if args.guidance is not None else cfg.sample.guidance
     scalars = covariate_row(cfg, parse_covariates(args.covariate))
     out, start, on_tile = None, 0, None
-    if zarr_out:
+    if tiled_out:
         settings = {"image": str(Path(args.image).resolve()), "shape": list(image.shape),
                     "dtype": np.dtype(image.dtype).name, "model": model.digest,
-                    "mask_sha1": hashlib.sha1(np.packbits(mask).tobytes()).hexdigest(), "label": label,
+                    "mask_sha1": mask_sha1, "label": label,
                     "scalars": scalars, "guidance": guidance, **{k: getattr(args, k) for k in (
                         "steps", "jump", "resample", "jump_until", "eta", "tile", "overlap", "seed", "precision")}}
         out, start, on_tile = _partial_output(args, image, meta, json.loads(json.dumps(settings)))
@@ -104,10 +141,14 @@ def run_inpaint(args, load_model) -> dict:
                               label=label, scalars=scalars, guidance=guidance, seed=args.seed,
                               progress=not args.no_progress, out=out, precision=args.precision, start=start,
                               on_tile=on_tile)
-    if zarr_out:
-        from neurodiff.data import zarrio
+    if tiled_out:
+        from neurodiff.data import tiffio, zarrio
 
-        zarrio.commit(args.out, partial=True)
+        if io.format_of(args.out) == "tiff":          # streamed from the tiles' store, then the store removed
+            tiffio.write_from(args.out, out, meta, progress=not args.no_progress and _blocks(out) > 16)
+            shutil.rmtree(zarrio.partial_of(args.out))
+        else:
+            zarrio.commit(args.out, partial=True)
         _record(args.out).unlink(missing_ok=True)
     else:
         io.write(args.out, out, meta)

@@ -1,0 +1,123 @@
+"""TIFF region by region (data/tiffio.py): lazy reads give io.read's array, streamed writes give io.write's file."""
+
+import numpy as np
+import pytest
+import tifffile
+
+from neurodiff.data import io, tiffio
+from neurodiff.errors import NeurodiffError
+
+REGIONS = [(slice(None), slice(3, 40), slice(5, 61)), (slice(0, 1), slice(0, 7), slice(50, 64)),
+           (slice(None), slice(None), slice(None))]
+
+
+def _check_regions(path, regions=REGIONS):
+    whole, meta = io.read(path)
+    lazy, lmeta = tiffio.open_lazy(path)
+    assert not isinstance(lazy, np.ndarray) and lazy.shape == whole.shape and lazy.dtype == whole.dtype
+    assert lmeta.spacing == meta.spacing and lmeta.unit == meta.unit
+    for key in regions:
+        key = key + (slice(None),) * (whole.ndim - len(key))
+        got = lazy[key]
+        assert got.dtype == whole.dtype and np.array_equal(got, whole[key]), key
+    return lazy
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.int16])
+def test_contiguous_tiff_regions_equal_the_whole_read(tmp_path, dtype):
+    rng = np.random.default_rng(0)
+    x = (rng.random((1, 48, 64)) * 1000).astype(dtype)
+    io.write(tmp_path / "a.tif", x, io.ImageMeta("tiff", np.dtype(dtype).name, spacing=(0.5, 0.25), unit="um"))
+    with tifffile.TiffFile(tmp_path / "a.tif") as t:
+        assert t.series[0].dataoffset is not None         # the memory-map path
+    _check_regions(tmp_path / "a.tif")
+
+
+@pytest.mark.parametrize("kw", [dict(tile=(16, 16), compression="zlib"), dict(rowsperstrip=5, compression="zlib"),
+                                dict(tile=(16, 16), byteorder=">")])
+def test_tiled_striped_and_big_endian_tiff_regions(tmp_path, kw):
+    pytest.importorskip("zarr")
+    x = (np.arange(48 * 64, dtype=np.uint16) * 7).reshape(48, 64)
+    tifffile.imwrite(tmp_path / "b.tif", x, **kw)
+    lazy = _check_regions(tmp_path / "b.tif")
+    assert lazy.shape == (1, 48, 64)
+
+
+def test_rgb_rgba_multichannel_and_volume_layouts(tmp_path):
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    assert _check_regions(tmp_path / "rgb.tif").shape == (3, 48, 64)
+    rgba = rng.integers(0, 255, (48, 64, 4), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "rgba.tif", rgba, photometric="rgb", extrasamples=["unassalpha"])
+    lazy = _check_regions(tmp_path / "rgba.tif", REGIONS + [(slice(1, 3), slice(0, 5), slice(0, 5))])
+    assert lazy.shape == (3, 48, 64)
+    two = rng.random((2, 48, 64)).astype(np.float32)                   # [C, H, W]: ImageJ CYX
+    io.write(tmp_path / "two.tif", two)
+    assert _check_regions(tmp_path / "two.tif", REGIONS + [(slice(1, 2), slice(9, 10), slice(0, 64))]).shape == two.shape
+    vol = rng.integers(0, 60000, (2, 5, 48, 64), dtype=np.uint16)      # [C, D, H, W]: ImageJ ZCYX on disk
+    io.write(tmp_path / "vol.tif", vol, io.ImageMeta("tiff", "uint16", spacing=(2.0, 0.5, 0.5), unit="um"))
+    _check_regions(tmp_path / "vol.tif", [(slice(None), slice(1, 4), slice(3, 40), slice(5, 61)),
+                                          (slice(1, 2), slice(0, 1), slice(0, 48), slice(60, 64))])
+
+
+@pytest.mark.parametrize("big", [False, True])
+@pytest.mark.parametrize("shape,dtype,spacing", [((1, 300, 70), np.uint8, (0.5, 0.5)), ((3, 90, 70), np.uint8, None),
+                                                 ((2, 90, 70), np.float32, (1.0, 2.0)),
+                                                 ((2, 3, 40, 30), np.uint16, (3.0, 1.0, 1.0)),
+                                                 ((1, 4, 40, 30), np.int32, (3.0, 1.0, 1.0))])
+def test_streamed_write_gives_the_file_io_write_gives(tmp_path, monkeypatch, shape, dtype, spacing, big):
+    if big:
+        monkeypatch.setattr(io, "BIGTIFF_BYTES", 10)                  # the BigTIFF (non-ImageJ) layout
+    rng = np.random.default_rng(2)
+    x = (rng.random(shape) * 200).astype(dtype)
+    meta = io.ImageMeta("tiff", np.dtype(dtype).name, spacing=spacing, unit="um" if spacing else None)
+    io.write(tmp_path / "whole.tif", x, meta)
+    monkeypatch.setattr(tiffio, "BAND_BYTES", 1000)                   # many bands
+    reads = []
+
+    class Lazy:       # a source that can only be read by region, and records the regions asked for
+        shape, dtype = x.shape, x.dtype
+
+        def __getitem__(self, key):
+            reads.append(key)
+            return x[key]
+
+    tiffio.write_from(tmp_path / "streamed.tif", Lazy(), meta)
+    assert len(reads) > 1
+    assert (tmp_path / "streamed.tif").read_bytes() == (tmp_path / "whole.tif").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["streamed.tif", "whole.tif"]   # no temp left
+    with tifffile.TiffFile(tmp_path / "streamed.tif") as t:
+        assert t.is_bigtiff == big
+    assert np.array_equal(io.read(tmp_path / "streamed.tif")[0], x)
+
+
+def test_a_failed_streamed_write_leaves_no_file(tmp_path):
+    class Broken:
+        shape, dtype = (1, 20, 20), np.dtype(np.uint8)
+
+        def __getitem__(self, key):
+            raise OSError("disk gone")
+
+    with pytest.raises(NeurodiffError, match="out.tif: cannot write TIFF"):
+        tiffio.write_from(tmp_path / "out.tif", Broken(), io.ImageMeta("tiff", "uint8"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_tiffs_give_one_line_errors(tmp_path):
+    with pytest.raises(NeurodiffError, match="nope.tif: no such file"):
+        tiffio.open_lazy(tmp_path / "nope.tif")
+    (tmp_path / "junk.tif").write_bytes(b"II*\x00garbage")
+    with pytest.raises(NeurodiffError, match="junk.tif: cannot read TIFF"):
+        tiffio.open_lazy(tmp_path / "junk.tif")
+    x = np.zeros((40, 40), np.uint8)
+    io.write(tmp_path / "cut.tif", x[None])
+    data = (tmp_path / "cut.tif").read_bytes()
+    (tmp_path / "cut.tif").write_bytes(data[:len(data) // 2])   # the header is whole, the pixels are not
+    try:
+        lazy, _ = tiffio.open_lazy(tmp_path / "cut.tif")
+    except NeurodiffError as exc:
+        assert "cut.tif" in str(exc)
+    else:
+        with pytest.raises(NeurodiffError, match="cut.tif: cannot read TIFF region"):
+            lazy[:, 30:40, :]
