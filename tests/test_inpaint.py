@@ -179,6 +179,8 @@ def test_cli_keeps_known_pixels_bit_identical_in_the_written_file(tiny_run, tmp_
     assert main(["inpaint", str(tiny_run), "--image", str(src), "--mask", str(tmp_path / "small.png"),
                  "--out", str(tmp_path / "x.tif")]) == 2
     assert "does not match" in capsys.readouterr().err
+    assert main(["inpaint", str(tiny_run), "--image", str(src), "--box", "1:2,1:2", "--out", str(tmp_path / "x.svs")]) == 2
+    assert "x.svs: SVS (Aperio) is read only" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("image_suffix,out_suffix", [(".zarr", ".zarr"), (".tif", ".zarr"), (".tif", ".tif")])

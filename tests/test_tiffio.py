@@ -121,3 +121,38 @@ def test_bad_tiffs_give_one_line_errors(tmp_path):
     else:
         with pytest.raises(NeurodiffError, match="cut.tif: cannot read TIFF region"):
             lazy[:, 30:40, :]
+
+
+def test_aperio_svs_is_read_with_its_microns_per_pixel_and_never_written(tmp_path):
+    """Whole-slide histology: an SVS (tiled TIFF whose description starts 'Aperio') reads as RGB [3, H, W] with
+    the spacing of its MPP, by region too; writing .svs is refused before any work, naming the file."""
+    pytest.importorskip("zarr")
+    rgb = np.random.default_rng(3).integers(0, 255, (40, 56, 3), dtype=np.uint8)
+    desc = "Aperio Image Library v11.2.1 \r\n56x40 (16x16) RAW/RGB|AppMag = 20|MPP = 0.4990|Filename = test"
+    tifffile.imwrite(tmp_path / "slide.svs", rgb, photometric="rgb", tile=(16, 16), description=desc)
+    x, meta = io.read(tmp_path / "slide.svs")
+    assert x.shape == (3, 40, 56) and np.array_equal(x, np.moveaxis(rgb, -1, 0))
+    assert meta.spacing == (0.499, 0.499) and meta.unit == "um"
+    _check_regions(tmp_path / "slide.svs")
+    for write in (lambda p: io.write(p, x), lambda p: tiffio.write_from(p, x, meta)):
+        with pytest.raises(NeurodiffError, match=r"out.svs: SVS \(Aperio\) is read only; write a .tif"):
+            write(tmp_path / "out.svs")
+    assert not (tmp_path / "out.svs").exists()
+
+
+def test_a_compression_without_its_codec_names_the_package(tmp_path, monkeypatch):
+    """Whole-slide images are JPEG-tiled; tifffile decodes JPEG only with imagecodecs installed."""
+    pytest.importorskip("zarr")
+    tifffile.imwrite(tmp_path / "s.tif", np.zeros((32, 32), np.uint8), tile=(16, 16), compression="zlib")
+    missing = ValueError("<COMPRESSION.JPEG: 7> requires the 'imagecodecs' package")
+
+    def no_codec(*a, **kw):
+        raise missing
+
+    lazy, _ = tiffio.open_lazy(tmp_path / "s.tif")
+    lazy.read = no_codec
+    with pytest.raises(NeurodiffError, match="s.tif: cannot read TIFF region .*needs pip install imagecodecs"):
+        lazy[:, :8, :8]
+    monkeypatch.setitem(io._READERS, "tiff", no_codec)
+    with pytest.raises(NeurodiffError, match="s.tif: cannot read TIFF: its compression needs pip install imagecodecs"):
+        io.read(tmp_path / "s.tif")

@@ -21,10 +21,10 @@ MAX_VOXELS = 2**34  # refuse to allocate more elements than this (absurd or host
 BIGTIFF_BYTES = 3_900_000_000  # classic TIFF offsets are 32-bit
 
 SUFFIXES = {
-    ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff",
+    ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff", ".svs": "tiff",
     ".nii": "nifti", ".nii.gz": "nifti", ".npy": "npy", ".npz": "npz", ".zarr": "zarr",
 }
-_EXPECTED = ".png, .jpg, .tif, .nii, .nii.gz, .npy, .npz, .zarr"
+_EXPECTED = ".png, .jpg, .tif, .svs, .nii, .nii.gz, .npy, .npz, .zarr"
 _UNIT_MM = {"nm": 1e-6, "um": 1e-3, "mm": 1.0, "cm": 10.0, "m": 1000.0}
 _UNIT_ALIASES = {"micron": "um", "microns": "um", "µm": "um", "μm": "um", "\\u00b5m": "um",
                  "micrometer": "um", "millimeter": "mm", "nanometer": "nm", "meter": "m"}
@@ -72,6 +72,15 @@ def format_of(path) -> str:
     return SUFFIXES[suf]
 
 
+def writable_format(path) -> str:
+    """``format_of`` for an output: one-line error for a suffix neurodiff reads but does not write (check it
+    before long work)."""
+    fmt = format_of(path)
+    if _suffix(path) == ".svs":
+        raise _err(path, "SVS (Aperio) is read only; write a .tif (ImageJ TIFF, BigTIFF above 4 GB) instead")
+    return fmt
+
+
 def is_image_file(path) -> bool:
     """True for a supported suffix; hidden files (our temp files, '._x.png') are skipped."""
     if Path(path).name.startswith("."):
@@ -113,6 +122,9 @@ def read(path) -> tuple[np.ndarray, ImageMeta]:
     except NeurodiffError:
         raise
     except Exception as exc:  # every library error becomes one user-facing line
+        if "imagecodecs" in str(exc):     # e.g. the JPEG tiles of whole-slide images
+            raise _err(path, f"cannot read {fmt.upper()}: its compression needs pip install imagecodecs "
+                             f"({_reason(exc)})") from exc
         raise _err(path, f"cannot read {fmt.upper()} (truncated or corrupt file: {_reason(exc)})") from exc
     if x.dtype.kind not in "biuf":
         raise _err(path, f"unsupported data type {x.dtype.name} (expected integer or float)")
@@ -291,7 +303,7 @@ _READERS = {"png": _read_pillow, "jpeg": _read_pillow, "tiff": _read_tiff,
 
 def write(path, x: np.ndarray, meta: ImageMeta | None = None) -> None:
     """Write ``x`` ([C,*S], or a bare [H,W]) atomically; the format comes from the suffix."""
-    fmt = format_of(path)
+    fmt = writable_format(path)
     x = np.asarray(x)
     if x.ndim == 2:
         x = x[None]

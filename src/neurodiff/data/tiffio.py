@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +71,9 @@ def tiff_layout(tif, path) -> TiffLayout:
             to = unit if unit in io._UNIT_MM else "mm"
             yx, unit = [s * scale / io._UNIT_MM[to] for s in yx], to
         spacing = tuple(float(s) for s in yx)
+    mpp = re.search(r"\|\s*MPP\s*=\s*([0-9]*\.?[0-9]+)", page.description or "") if tif.is_svs else None
+    if spacing is None and mpp and float(mpp.group(1)) > 0:   # Aperio SVS: microns per pixel in the description
+        spacing, unit = (float(mpp.group(1)),) * 2, "um"
     if depth and (spacing or z):
         spacing = (float(z or 1.0),) + (spacing or (1.0, 1.0))
     meta = io.ImageMeta("tiff", np.dtype(series.dtype).name, spacing, unit if spacing else None)
@@ -147,7 +151,8 @@ class _View:
         try:
             x = self.read(tuple(orig))
         except Exception as exc:
-            raise NeurodiffError(f"{self.path}: cannot read TIFF region {[(k.start, k.stop) for k in key]} "
+            need = "; its compression needs pip install imagecodecs" if "imagecodecs" in str(exc) else ""
+            raise NeurodiffError(f"{self.path}: cannot read TIFF region {[(k.start, k.stop) for k in key]}{need} "
                                  f"({' '.join(str(exc).split())[:200]})") from exc
         x = np.asarray(x).transpose(lay.order)
         if not lay.n_chan:
@@ -219,6 +224,7 @@ def write_from(path, src, meta, progress: bool = False) -> None:
     ``progress``: a bar counting the bands."""
     import tifffile
 
+    io.writable_format(path)
     shape, dtype = tuple(src.shape), np.dtype(src.dtype)
     layout, kw = tiff_plan(shape, dtype, meta)
     full = tiff_data(np.broadcast_to(np.zeros((), dtype), shape), layout).shape

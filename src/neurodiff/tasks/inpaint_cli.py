@@ -113,6 +113,7 @@ def _partial_output(args, image, meta, settings: dict):
 def run_inpaint(args, load_model) -> dict:
     """``args`` from the CLI parser; ``load_model(path)`` -> LoadedModel (passed in: tasks sit below train)."""
     t0 = time.perf_counter()
+    io.writable_format(args.out)        # before any work
     model = load_model(args.model, dist.init())   # the GPU when there is one
     tiled_out = tiled_output(args.out)   # written tile by tile as the tiles are done: resumable
     if args.resume and not tiled_out:
