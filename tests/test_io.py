@@ -603,3 +603,30 @@ def test_png_larger_than_pillows_bomb_limit_is_read(tmp_path, monkeypatch):
     monkeypatch.setattr(nio, "MAX_VOXELS", 100)
     with pytest.raises(NeurodiffError, match="m.png: header says shape"):
         read(tmp_path / "m.png")
+
+
+def test_stale_temp_files_and_zarr_folders_of_a_dead_process_are_removed(tmp_path):
+    from neurodiff.data.temps import remove_stale_temps
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()                                              # its pid names no running process now
+    (tmp_path / f".a.tmp{dead.pid}-0.png").write_bytes(b"half")
+    (tmp_path / f".b.zarr.tmp{dead.pid}" / "0").mkdir(parents=True)   # a killed zarr write's folder
+    (tmp_path / f".b.zarr.tmp{dead.pid}" / "0" / "c").write_bytes(b"chunk")
+    (tmp_path / f".c.png.tmp-{os.getpid()}").write_bytes(b"mine")      # this process's own: kept
+    (tmp_path / "d.png").write_bytes(b"done")
+    assert remove_stale_temps(tmp_path) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".c.png.tmp-{os.getpid()}", "d.png"]
+
+
+def test_stale_temp_clean_up_leaves_names_that_only_look_alike(tmp_path):
+    from neurodiff.data.temps import remove_stale_temps
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    keep = [f".results.tmp{dead.pid}-backup", f".scan.tmp{dead.pid}.tif.partial", f".notes.tmp{dead.pid}x"]
+    for name in keep:
+        (tmp_path / name).mkdir()
+    (tmp_path / f".x.tmp{dead.pid}-3.nii.gz").write_bytes(b"half")
+    assert remove_stale_temps(tmp_path) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 
-_TMP_NAME = re.compile(r"^\..*\.tmp-?(\d+)")
+# .NAME.tmp-PID, .NAME.tmpPID (zarr folders), .STEM.tmpPID-N.SUFFIX (io.write), .STEM.tmpPID.SUFFIX (tiffio)
+_TMP_NAME = re.compile(r"^\..+\.tmp-?(\d+)(-\d+)?(\.[A-Za-z0-9]+(\.gz)?)?$")
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
@@ -18,8 +20,8 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 
 def remove_stale_temps(folder: str | Path) -> int:
-    """Delete the hidden temporary files (``.NAME.tmpPID...``) that a killed process left in ``folder``: those
-    whose process is gone. The finished files next to them are whole (written by rename). Returns the count."""
+    """Delete the hidden temporary files and zarr folders (``.NAME.tmpPID...``) that a killed process left in
+    ``folder``: those whose process is gone. The finished files next to them are whole (written by rename). Returns the count."""
     n = 0
     folder = Path(folder)
     for f in folder.glob(".*.tmp*") if folder.is_dir() else ():
@@ -33,6 +35,9 @@ def remove_stale_temps(folder: str | Path) -> int:
             pass
         except (PermissionError, OverflowError):
             continue
-        f.unlink(missing_ok=True)
+        if f.is_dir() and not f.is_symlink():    # a zarr image's folder (data/zarrio.py)
+            shutil.rmtree(f, ignore_errors=True)
+        else:
+            f.unlink(missing_ok=True)
         n += 1
     return n
