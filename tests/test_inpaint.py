@@ -132,6 +132,8 @@ def test_boxes_and_bad_masks_have_clear_errors():
         inpaint_array(model, np.zeros((3, 16, 16), np.uint8), np.zeros((16, 16), bool))
     with pytest.raises(Exception, match="NaN"):
         inpaint_array(model, np.full((1, 16, 16), np.nan, np.float32), np.zeros((16, 16), bool))
+    with pytest.raises(Exception, match="the image is boolean"):
+        inpaint_array(model, np.zeros((1, 16, 16), bool), np.ones((16, 16), bool))
 
 
 @pytest.fixture(scope="module")
@@ -676,3 +678,64 @@ def test_tif_outputs_go_tile_by_tile_only_with_zarr_installed(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "zarr" else real(name, *a))
     assert not tiled_output("a.tif")                 # written from memory at the end, as before
+
+
+def test_tile_bookkeeping_by_region_matches_a_full_size_todo_mask():
+    """Which tiles are sampled, what each fills and what it writes are found from the tiles' written parts,
+    reading the mask by region (no full-size copy); a reference keeps the full-size 'still to fill' mask."""
+    from neurodiff.tasks.inpaint import RegionMask, _commit_area, _still_to_fill, _tiles_to_sample
+    from neurodiff.tiling import axis_spans, regions
+
+    def reference(mask, tile, overlap):
+        whole = not tile or all(n <= tile for n in mask.shape)
+        grid = [tuple(slice(0, n) for n in mask.shape)] if whole else regions(list(mask.shape), tile, overlap)
+        todo, out = mask.copy(), []
+        for k, region in enumerate(grid):
+            area = _commit_area(region, mask.shape, overlap // 2)
+            if mask[area].any():
+                fill = todo[region].copy()
+                todo[area] = False
+                out.append((k, fill))
+        return out
+
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        dims, tile = int(rng.choice([2, 3])), int(rng.choice([0, 4, 8]))
+        shape = tuple(int(rng.integers(1, 3 * max(tile, 4) + 5)) for _ in range(dims))
+        overlap = int(rng.integers(0, tile)) if tile else 0
+        mask = rng.random(shape) < rng.choice([0.002, 0.05, 0.3])
+        if not mask.any():
+            continue
+        whole = not tile or all(n <= tile for n in shape)
+        spans = [[slice(0, n)] for n in shape] if whole else axis_spans(list(shape), tile, overlap)
+        areas = [[_commit_area((r,), (n,), overlap // 2)[0] for r in rs] for rs, n in zip(spans, shape)]
+        lazy = RegionMask(shape, mask[None].astype(np.uint8)) if trial % 2 else mask
+        tiles, filled = _tiles_to_sample(lazy, shape, spans, areas)
+        ref = reference(mask, tile, overlap)
+        assert filled == mask.sum() and tiles == [k for k, _ in ref], (shape, tile, overlap)
+        for k, fill in ref:
+            assert np.array_equal(_still_to_fill(lazy, k, spans, areas), fill), (shape, tile, overlap, k)
+
+
+def test_mask_scan_reads_bounded_bands_of_large_volumes(monkeypatch):
+    """The mask's hash and count: bands of about SCAN_PIXELS, also when one plane of a volume is larger."""
+    import neurodiff.tasks.inpaint_cli as cli_mod
+    from neurodiff.tasks.inpaint import RegionMask
+
+    rng = np.random.default_rng(5)
+    vol = rng.random((5, 40, 30)) < 0.1
+    reads = []
+
+    class Lazy:
+        shape, dtype = (1, *vol.shape), np.dtype(np.uint8)
+
+        def __getitem__(self, key):
+            reads.append(np.prod([k.stop - k.start for k in key[1:]]))
+            return vol[None][key].astype(np.uint8)
+
+    monkeypatch.setattr(cli_mod, "SCAN_PIXELS", 100)                    # smaller than one 40 x 30 plane
+    digest, n = cli_mod.scan_mask(RegionMask(vol.shape, Lazy()))
+    assert n == vol.sum() and max(reads) <= 100 and sum(reads) == vol.size
+    monkeypatch.setattr(cli_mod, "SCAN_PIXELS", 2400)                   # two planes at a time
+    reads.clear()
+    assert cli_mod.scan_mask(RegionMask(vol.shape, Lazy()))[1] == n and max(reads) == 2400

@@ -156,3 +156,40 @@ def test_a_compression_without_its_codec_names_the_package(tmp_path, monkeypatch
     monkeypatch.setitem(io._READERS, "tiff", no_codec)
     with pytest.raises(NeurodiffError, match="s.tif: cannot read TIFF: its compression needs pip install imagecodecs"):
         io.read(tmp_path / "s.tif")
+
+
+def test_pyramids_are_read_at_full_resolution_by_region(tmp_path):
+    """Whole-slide images and OME pyramids hold reduced levels too: the full resolution is read, by region."""
+    pytest.importorskip("zarr")
+    rng = np.random.default_rng(4)
+    base = rng.integers(0, 255, (64, 96, 3), dtype=np.uint8)
+    desc = "Aperio Image Library v11.2.1 \r\n96x64 (16x16) RAW/RGB|AppMag = 20|MPP = 0.25|Filename = p"
+    with tifffile.TiffWriter(tmp_path / "pyr.svs") as tw:            # baseline, thumbnail, two reduced levels
+        tw.write(base, photometric="rgb", tile=(16, 16), compression="zlib", metadata=None, description=desc)
+        tw.write(base[::8, ::8], photometric="rgb", metadata=None, description="Aperio Image Library thumbnail")
+        for f in (2, 4):
+            tw.write(base[::f, ::f], photometric="rgb", tile=(16, 16), compression="zlib", metadata=None,
+                     description=f"Aperio Image Library v11.2.1 \r\n96x64 -> {96 // f}x{64 // f}")
+    with tifffile.TiffWriter(tmp_path / "pyr.tif") as tw:             # SubIFD pyramid
+        tw.write(base, photometric="rgb", tile=(16, 16), compression="zlib", subifds=1)
+        tw.write(base[::2, ::2], photometric="rgb", tile=(16, 16), compression="zlib", subfiletype=1)
+    for name in ("pyr.svs", "pyr.tif"):
+        with tifffile.TiffFile(tmp_path / name) as t:
+            assert len(t.series[0].levels) > 1, name
+        lazy = _check_regions(tmp_path / name)
+        assert lazy.shape == (3, 64, 96) and np.array_equal(lazy[:, 5:30, 7:70], np.moveaxis(base, -1, 0)[:, 5:30, 7:70])
+        lazy.close()
+    assert tiffio.open_lazy(tmp_path / "pyr.svs")[1].spacing == (0.25, 0.25)
+
+
+def test_lazy_views_close_their_files(tmp_path):
+    pytest.importorskip("zarr")
+    tifffile.imwrite(tmp_path / "t.tif", np.zeros((32, 32), np.uint16), tile=(16, 16), compression="zlib")
+    io.write(tmp_path / "c.tif", np.zeros((1, 32, 32), np.uint16))
+    tiled, _ = tiffio.open_lazy(tmp_path / "t.tif")
+    assert tiled.tif is not None and not tiled.tif.filehandle.closed
+    handle = tiled.tif.filehandle
+    tiled.close()
+    assert handle.closed and tiled.tif is None
+    contiguous, _ = tiffio.open_lazy(tmp_path / "c.tif")    # a memory map per region: no file held open
+    assert contiguous.tif is None and contiguous[:, :4, :4].shape == (1, 4, 4)

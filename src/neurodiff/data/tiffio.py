@@ -127,7 +127,7 @@ class _View:
         dims = [kept[i] for i in lay.order]
         chan = 3 if lay.rgba else (dims[0] if lay.n_chan else 1)
         self.shape = (chan, *dims[lay.n_chan:])
-        self.dtype, self.ndim = np.dtype(dtype), len(self.shape)
+        self.dtype, self.ndim, self.tif = np.dtype(dtype), len(self.shape), None
 
     def __getitem__(self, key):
         key = key if isinstance(key, tuple) else (key,)
@@ -159,6 +159,12 @@ class _View:
             x = x[None][key[0]]
         return np.ascontiguousarray(x.astype(self.dtype, copy=False))
 
+    def close(self) -> None:
+        """Close the file (chunked reads keep it open; the memory-map path opens it per region)."""
+        if self.tif is not None:
+            self.tif.close()
+            self.tif = None
+
 
 def open_lazy(path):
     """``(array-like [C, *S], ImageMeta)`` of a TIFF; nothing is read until it is indexed (or, for a file whose
@@ -189,7 +195,10 @@ def open_lazy(path):
                 finally:
                     del mm                          # unmapped: the pages read do not stay in this process
         else:
-            read = _chunked(series, dtype)
+            try:
+                read = _chunked(series, dtype)
+            except Exception:                       # a layout tifffile's zarr view does not serve: read whole
+                read = None
     except NeurodiffError:
         tif.close()
         raise
@@ -200,7 +209,10 @@ def open_lazy(path):
         tif.close()
         return io.read(path)
     view = _View(path, lay, read, dtype)
-    view.tif = tif                                  # keeps the file open as long as the view lives
+    if series.dataoffset is None:
+        view.tif = tif                              # the chunked reads need the file open: view.close()
+    else:
+        tif.close()
     return view, lay.meta
 
 
@@ -212,7 +224,7 @@ def _chunked(series, dtype):
     except ImportError:
         return None
 
-    z = zarr.open(series.aszarr(), mode="r")
+    z = zarr.open(series.aszarr(level=0), mode="r")   # the full resolution of a pyramid (whole-slide images)
     if tuple(z.shape) != tuple(series.shape) or math.prod(z.chunks) * dtype.itemsize > MAX_CHUNK_BYTES:
         return None
     return lambda key: z[key]
@@ -237,8 +249,10 @@ def write_from(path, src, meta, progress: bool = False) -> None:
             offset, disk = int(tif.series[0].dataoffset), dtype.newbyteorder(tif.byteorder)
         h, w = shape[-2:]
         row = w * dtype.itemsize * (3 if layout == "rgb" else 1)
-        planes = math.prod(shape[:-2])
+        planes = 1 if layout == "rgb" else math.prod(shape[:-2])   # rgb: the channels are in the row
         band = max(1, BAND_BYTES // (row * planes))
+        rows = (getattr(src, "chunks", None) or (None, None))[-2]  # whole chunks of the source per band
+        band = max(rows, band // rows * rows) if rows else band
         bands = range(0, h, band)
         if progress:
             from tqdm import tqdm
@@ -251,6 +265,8 @@ def write_from(path, src, meta, progress: bool = False) -> None:
                 for k, idx in enumerate(np.ndindex(*lead)):
                     f.seek(offset + (k * h + y0) * row)
                     f.write(np.ascontiguousarray(block[idx], dtype=disk).tobytes())
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, p)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)

@@ -158,10 +158,11 @@ def write(path, x: np.ndarray, meta=None) -> None:
     commit(path)
 
 
-def copy_regions(src, dst, step: int = 1024, progress: bool = False) -> None:
-    """Copy a lazy ``[C, *S]`` array into another one block by block (memory of one block); ``progress``: a bar
-    counting the blocks."""
+def copy_regions(src, dst, step: int | None = None, progress: bool = False) -> None:
+    """Copy a lazy ``[C, *S]`` array into another one block by block (memory of one block: ``step`` pixels per
+    axis, default 1024 in 2D, 256 in 3D); ``progress``: a bar counting the blocks."""
     spatial = src.shape[1:]
+    step = step or (1024 if len(spatial) == 2 else 256)
     blocks = list(np.ndindex(*[math.ceil(n / step) for n in spatial]))
     bar = None
     if progress:

@@ -168,8 +168,23 @@ def _check_inputs(model, image, mask_shape, channels: int) -> None:
                              "a low-res input); inpainting needs an image-only model")
     if tuple(mask_shape) != spatial:
         raise NeurodiffError(f"mask shape {list(mask_shape)} does not match the image's {list(spatial)}")
+    if np.dtype(image.dtype) == bool:
+        raise NeurodiffError("the image is boolean (a mask?); expected grey levels or colours to inpaint")
     if isinstance(image, np.ndarray) and not np.isfinite(image).all():
         raise NeurodiffError("the image holds NaN or Inf values; mask them and set them to a finite value first")
+
+
+def check_image(model, image, mask_shape, codec=None):
+    """One-line errors for an image [C, *S] (numpy or lazy) and mask shape that ``model`` cannot inpaint; returns
+    the codec it inpaints with (``codec``, or the model's own: a latent model's autoencoder, else Identity)."""
+    from neurodiff.codec import Identity
+
+    codec = codec if codec is not None else getattr(model, "codec", Identity())
+    if model.cfg.data.meta.get("latent") and isinstance(codec, Identity):
+        raise NeurodiffError("a latent model: give its autoencoder (codec=) to inpaint")
+    latent = not isinstance(codec, Identity)
+    _check_inputs(model, image, mask_shape, codec.ae.in_channels if latent else model.cfg.model.in_channels)
+    return codec
 
 
 def _device(model, device):
@@ -246,11 +261,8 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
 
     cfg = model.cfg
     spatial = tuple(image.shape[1:])
-    codec = codec if codec is not None else getattr(model, "codec", Identity())
-    if cfg.data.meta.get("latent") and isinstance(codec, Identity):
-        raise NeurodiffError("a latent model: give its autoencoder (codec=) to inpaint")
+    codec = check_image(model, image, mask.shape, codec)
     latent = not isinstance(codec, Identity)
-    _check_inputs(model, image, mask.shape, codec.ae.in_channels if latent else cfg.model.in_channels)
     lazy = not isinstance(image, np.ndarray)
     device = _device(model, device)
     autocast = sampling_autocast(precision, device)
@@ -318,15 +330,21 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
 
 def _tiles_to_sample(mask, spatial, spans, areas) -> tuple[list[int], int]:
     """(the grid indices of the tiles whose written part holds mask pixels, the number of mask pixels), reading
-    the mask one band of tiles (along the first axis) at a time, so only a band is ever in memory."""
-    tiles, filled, done = [], 0, 0
-    for i0, (a0, band_area) in enumerate(zip(spans[0], areas[0])):
-        band = np.asarray(mask[(band_area, *[slice(0, n) for n in spatial[1:]])], bool)
-        filled += int(band[max(0, done - band_area.start):].sum())   # rows not counted with the band before
-        done = band_area.stop
-        for rest in np.ndindex(*[len(a) for a in areas[1:]]):
-            if band[(slice(None), *[areas[1 + a][i] for a, i in enumerate(rest)])].any():
-                tiles.append(int(np.ravel_multi_index((i0, *rest), [len(a) for a in areas])))
+    the mask one row of tiles at a time (the tiles' written parts along every axis but the last, the whole last
+    axis), so only that much of it is ever in memory."""
+    counts = [len(a) for a in areas]
+    # along each axis the written parts overlap; each pixel is counted in the first part that holds it
+    own = [[slice(max(r.start, rs[i - 1].stop if i else 0), r.stop) for i, r in enumerate(rs)] for rs in areas]
+    tiles, filled = [], 0
+    for lead in np.ndindex(*counts[:-1]):
+        box = tuple(areas[a][i] for a, i in enumerate(lead))
+        band = np.asarray(mask[(*box, slice(0, spatial[-1]))], bool)
+        mine = tuple(slice(own[a][i].start - b.start, own[a][i].stop - b.start)
+                     for a, (i, b) in enumerate(zip(lead, box)))
+        filled += int(band[mine].sum())
+        for i, last in enumerate(areas[-1]):
+            if band[(..., last)].any():
+                tiles.append(int(np.ravel_multi_index((*lead, i), counts)))
     return tiles, filled
 
 

@@ -16,7 +16,7 @@ from neurodiff.data import io
 from neurodiff.data.temps import write_text_atomic
 from neurodiff.errors import NeurodiffError
 from neurodiff.tasks.generate import covariate_row, parse_covariates, resolve_label
-from neurodiff.tasks.inpaint import RegionMask, box_bounds, inpaint_array
+from neurodiff.tasks.inpaint import RegionMask, box_bounds, check_image, inpaint_array
 
 SCAN_PIXELS = 2**24     # the mask is hashed and counted in bands of about this many pixels
 
@@ -45,10 +45,18 @@ def read_mask(path, boxes: list[str], spatial: tuple[int, ...], lazy: bool) -> R
 
 
 def scan_mask(mask: RegionMask) -> tuple[str, int]:
-    """(sha1 of the mask's bits, number of pixels to fill), one band of the first axis at a time."""
-    digest, n, rows = hashlib.sha1(), 0, max(1, SCAN_PIXELS // max(1, int(np.prod(mask.shape[1:]))))
-    for y in range(0, mask.shape[0], rows):
-        band = mask[(slice(y, y + rows), *[slice(0, k) for k in mask.shape[1:]])]
+    """(sha1 of the mask's bits, number of pixels to fill), about ``SCAN_PIXELS`` at a time: bands along the first
+    axis, or, in a volume whose planes are larger than that, bands of rows of one plane."""
+    digest, n, shape = hashlib.sha1(), 0, mask.shape
+    if np.prod(shape[1:]) <= SCAN_PIXELS:
+        step = SCAN_PIXELS // int(np.prod(shape[1:]))
+        keys = [(slice(y, y + step),) for y in range(0, shape[0], step)]
+    else:
+        rows = max(1, SCAN_PIXELS // shape[-1])
+        keys = [(*[slice(i, i + 1) for i in lead], slice(y, y + rows))
+                for lead in np.ndindex(*shape[:-2]) for y in range(0, shape[-2], rows)]
+    for key in keys:
+        band = mask[(*key, *[slice(0, k) for k in shape[len(key):]])]
         digest.update(np.packbits(band).tobytes())
         n += int(band.sum())
     return digest.hexdigest(), n
@@ -120,8 +128,19 @@ def run_inpaint(args, load_model) -> dict:
         raise NeurodiffError(f"--resume: needs a .zarr or .tif --out (written tile by tile, so a stopped run keeps "
                              f"its tiles; a .tif needs pip install zarr); {args.out} is written once at the end")
     image, meta = open_image(args.image, tiled_out)     # a zarr or TIFF image: never whole in memory
+    mask = None
+    try:
+        mask = read_mask(args.mask, args.box, tuple(image.shape[1:]), tiled_out)
+        check_image(model, image, mask.shape)              # before any copy of a large image
+        return _inpaint(args, model, image, meta, mask, tiled_out, t0)
+    finally:                                               # lazy TIFF views hold their files open
+        for x in (image, getattr(mask, "image", None)):
+            if hasattr(x, "close"):
+                x.close()
+
+
+def _inpaint(args, model, image, meta, mask, tiled_out: bool, t0: float) -> dict:
     spatial = tuple(image.shape[1:])
-    mask = read_mask(args.mask, args.box, spatial, tiled_out)
     mask_sha1, n_fill = scan_mask(mask)
     if not n_fill:
         raise NeurodiffError(f"{args.mask or '--box'}: the mask is empty (non-zero = fill); nothing to do")
