@@ -683,7 +683,7 @@ def test_tif_outputs_go_tile_by_tile_only_with_zarr_installed(monkeypatch):
 def test_tile_bookkeeping_by_region_matches_a_full_size_todo_mask():
     """Which tiles are sampled, what each fills and what it writes are found from the tiles' written parts,
     reading the mask by region (no full-size copy); a reference keeps the full-size 'still to fill' mask."""
-    from neurodiff.tasks.inpaint import RegionMask, _commit_area, _still_to_fill, _tiles_to_sample
+    from neurodiff.tasks.inpaint import RegionMask, _commit_area, _tile_fill, _tiles_to_sample
     from neurodiff.tiling import axis_spans, regions
 
     def reference(mask, tile, overlap):
@@ -714,7 +714,7 @@ def test_tile_bookkeeping_by_region_matches_a_full_size_todo_mask():
         ref = reference(mask, tile, overlap)
         assert filled == mask.sum() and tiles == [k for k, _ in ref], (shape, tile, overlap)
         for k, fill in ref:
-            assert np.array_equal(_still_to_fill(lazy, k, spans, areas), fill), (shape, tile, overlap, k)
+            assert np.array_equal(_tile_fill(lazy, k, spans, areas)[1], fill), (shape, tile, overlap, k)
 
 
 def test_mask_scan_reads_bounded_bands_of_large_volumes(monkeypatch):

@@ -128,6 +128,8 @@ class _View:
         chan = 3 if lay.rgba else (dims[0] if lay.n_chan else 1)
         self.shape = (chan, *dims[lay.n_chan:])
         self.dtype, self.ndim, self.tif = np.dtype(dtype), len(self.shape), None
+        ax = "".join(lay.axes[i] for i in lay.keep)     # the kept axes' letters, in [C, *S] order
+        self.target = (["C"] if lay.n_chan else []) + [ax[i] for i in lay.order[lay.n_chan:]]
 
     def __getitem__(self, key):
         key = key if isinstance(key, tuple) else (key,)
@@ -135,13 +137,11 @@ class _View:
         if not all(isinstance(k, slice) and k.step in (None, 1) for k in key):
             raise TypeError("TIFF regions are read with unit-step slices only")
         lay, want = self.lay, list(key)
-        ax = "".join(lay.axes[i] for i in lay.keep)
-        target = (["C"] if lay.n_chan else []) + [ax[i] for i in lay.order[lay.n_chan:]]
         chan = key[0]
         if lay.rgba:                 # channels 0-2 of the 4
             r = range(3)[chan]
             chan = slice(r.start, r.stop) if len(r) else slice(0, 0)
-        by_axis = dict(zip(target, ([chan] if lay.n_chan else []) + want[1:]))
+        by_axis = dict(zip(self.target, ([chan] if lay.n_chan else []) + want[1:]))
         orig = []
         for i, a in enumerate(lay.axes):
             if i not in lay.keep:

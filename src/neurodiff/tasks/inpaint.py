@@ -278,7 +278,6 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
     # per axis: the tiles' intervals and the parts of them each tile writes (the tile less overlap // 2 inside)
     spans = [[slice(0, n)] for n in spatial] if whole else axis_spans(list(spatial), tile, overlap)
     areas = [[_commit_area((r,), (n,), overlap // 2)[0] for r in rs] for rs, n in zip(spans, spatial)]
-    grid = [tuple(spans[a][i] for a, i in enumerate(ix)) for ix in np.ndindex(*map(len, spans))]
     out = image.copy() if out is None else out
     dtype = np.dtype(image.dtype).name
     tiles, filled = _tiles_to_sample(mask, spatial, spans, areas)
@@ -290,13 +289,7 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
     for j, k in enumerate(tiles):
         if j < start:                 # written by the stopped run: what it filled counts as known now
             continue
-        region = grid[k]
-        fill = _still_to_fill(mask, k, spans, areas)
-        commit = np.zeros_like(fill)
-        ix = np.unravel_index(k, [len(r) for r in spans])
-        local = tuple(slice(areas[a][i].start - r.start, areas[a][i].stop - r.start)
-                      for a, (i, r) in enumerate(zip(ix, region)))
-        commit[local] = fill[local]
+        region, fill, commit = _tile_fill(mask, k, spans, areas)
         if commit.any():
             view = np.asarray(out[(slice(None), *region)])
             if lazy and not np.isfinite(view).all():   # numpy images were checked whole above
@@ -324,7 +317,8 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
             bar.update(1)
     if bar:
         bar.close()
-    return out, {"tiles": len(tiles), "tiles_total": len(grid), "network_calls_per_tile": network_calls(schedule),
+    return out, {"tiles": len(tiles), "tiles_total": int(np.prod([len(a) for a in areas])),
+                 "network_calls_per_tile": network_calls(schedule),
                  "fraction_filled": filled / float(np.prod(spatial))}
 
 
@@ -348,10 +342,10 @@ def _tiles_to_sample(mask, spatial, spans, areas) -> tuple[list[int], int]:
     return tiles, filled
 
 
-def _still_to_fill(mask, k: int, spans, areas) -> np.ndarray:
-    """The mask pixels of tile ``k`` that no earlier tile (in grid order) has written: bool [*tile]. A tile writes
-    every mask pixel of its part (``areas``), so the earlier tiles' parts are subtracted; only neighbours reach
-    into the tile."""
+def _tile_fill(mask, k: int, spans, areas) -> tuple[tuple[slice, ...], np.ndarray, np.ndarray]:
+    """Tile ``k``'s (region, the mask pixels in it that no earlier tile in grid order has written, the part of
+    those it writes itself): the bool arrays are [*tile]. A tile writes every mask pixel of its part
+    (``areas``), so the earlier tiles' parts are subtracted; only neighbours reach into the tile."""
     counts = [len(a) for a in areas]
     ix = np.unravel_index(k, counts)
     region = tuple(spans[a][i] for a, i in enumerate(ix))
@@ -362,4 +356,8 @@ def _still_to_fill(mask, k: int, spans, areas) -> np.ndarray:
         if np.ravel_multi_index(other, counts) < k:
             fill[tuple(slice(max(areas[a][i].start, r.start) - r.start, min(areas[a][i].stop, r.stop) - r.start)
                        for a, (i, r) in enumerate(zip(other, region)))] = False
-    return fill
+    commit = np.zeros_like(fill)
+    own = tuple(slice(areas[a][i].start - r.start, areas[a][i].stop - r.start)
+                for a, (i, r) in enumerate(zip(ix, region)))
+    commit[own] = fill[own]
+    return region, fill, commit
