@@ -66,8 +66,8 @@ def test_jump_until_keeps_the_jumps_to_the_noisiest_part_of_the_schedule():
         jump_schedule(20, 5, 3, until=1.5)
 
 
-@pytest.mark.parametrize("eta", [0.0, 1.0])
-def test_repaint_with_an_exact_denoiser_keeps_the_data_distribution_under_jumps(eta):
+@pytest.mark.parametrize("eta,order", [(0.0, 1), (1.0, 1), (0.0, 2)])
+def test_repaint_with_an_exact_denoiser_keeps_the_data_distribution_under_jumps(eta, order):
     """All masked: RePaint samples the prior. With the exact denoiser neither the ancestral (eta 1) nor the
     deterministic (eta 0) steps down drift, however often the jumps re-noise: v keeps mean 0 and std S (with
     enough steps: at 20 both lose some 10-20 % of the std, the discretisation's error)."""
@@ -76,13 +76,34 @@ def test_repaint_with_an_exact_denoiser_keeps_the_data_distribution_under_jumps(
     mask = torch.ones_like(known, dtype=torch.bool)
     sigmas = torch.cat([karras(250, 0.002, 80.0), torch.zeros(1, dtype=torch.float64)])   # fine enough steps
     gens = [torch.Generator().manual_seed(k) for k in range(n)]
-    y = repaint(flat_denoiser, known, mask, sigmas, jump_schedule(250, 25, 5), gens, eta=eta)
+    y = repaint(flat_denoiser, known, mask, sigmas, jump_schedule(250, 25, 5), gens, eta=eta, order=order)
     v = y.mean(dim=(1, 2, 3))
     assert (y - v.view(-1, 1, 1, 1)).abs().max() < 1e-3     # every sample is one flat value, as the data are
     assert abs(v.mean().item()) < 3 * S / n ** 0.5
     assert abs(v.std().item() / S - 1) < 0.12, v.std().item()
     with pytest.raises(NeurodiffError, match="--eta"):
         repaint(flat_denoiser, known, mask, sigmas, [0, 1], gens, eta=1.5)
+    with pytest.raises(NeurodiffError, match="order 2: expected 1, or 2 with eta 0"):
+        repaint(flat_denoiser, known, mask, sigmas, [0, 1], gens, eta=1.0, order=2)
+
+
+def test_order_2_without_jumps_is_the_dpmpp_2m_sampler():
+    """Whole image masked, no jumps: order 2 walks down exactly as DPM-Solver++(2M) from the same noise."""
+    from neurodiff.diffusion.samplers import dpmpp_2m
+    sig = torch.tensor([80.0, 20, 5, 1.5, 0.4, 0.1, 0], dtype=torch.float64)
+    mu = torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+    def D(x, s):                                          # exact denoiser of N(mu, 0.25)
+        s = s.view(-1, 1, 1, 1).double()
+        return mu + 0.25 / (0.25 + s ** 2) * (x.double() - mu)
+    noise = torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(3)).double()
+    want = dpmpp_2m(D, noise, sig)
+    got = repaint(D, torch.zeros(1, 1, 8, 8), torch.ones(1, 1, 8, 8, dtype=torch.bool), sig, jump_schedule(6, 1, 1),
+                  [torch.Generator().manual_seed(3)], eta=0, order=2)
+    assert (want - got).abs().max() < 1e-5
+    first = repaint(D, torch.zeros(1, 1, 8, 8), torch.ones(1, 1, 8, 8, dtype=torch.bool), sig,
+                    jump_schedule(6, 1, 1), [torch.Generator().manual_seed(3)], eta=0, order=1)
+    assert (first - got).abs().max() > 1e-3                # order 1 is a different (Euler/DDIM) path
 
 
 @pytest.mark.parametrize("resample,eta", [(1, 1.0), (5, 1.0), (5, 0.0)])
