@@ -9,7 +9,8 @@
 # Env: MASKS (default 5), EVAL_S (each evaluation's time limit, default 300 s), JOBS (the schedules, see below),
 # BATCH (evaluate --batch, default 3 * MASKS: one image's masks; 4x that takes the four images at once),
 # RESUME=1 (run again on the same OUT: training is skipped, a cut-off evaluation continues where it stopped —
-# metrics.json is written after every image — so a long one can span several calls of a lent GPU).
+# metrics.json is written after every image, the batch in progress saved every minute — so a long one can span
+# several calls of a lent GPU).
 set -uo pipefail
 OUT=$1
 NIMG=${2:-1000000}

@@ -760,3 +760,130 @@ def test_mask_scan_reads_bounded_bands_of_large_volumes(monkeypatch):
     monkeypatch.setattr(cli_mod, "SCAN_PIXELS", 2400)                   # two planes at a time
     reads.clear()
     assert cli_mod.scan_mask(RegionMask(vol.shape, Lazy()))[1] == n and max(reads) == 2400
+
+
+def _stop_after_saves(monkeypatch, n: int) -> list:
+    """Save a running repaint's state at every step, and stop the run (Ctrl-C) after the n-th save (None: never)."""
+    import neurodiff.tasks.repaint_state as rs
+
+    saved, real = [], rs.RepaintState.save
+
+    def save(self, step, x, generators, final=False):
+        real(self, step, x, generators, final)
+        saved.append(step)
+        if len(saved) == n:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(rs, "EVERY_S", 0.0)
+    monkeypatch.setattr(rs.RepaintState, "save", save)
+    return saved
+
+
+def test_a_stopped_batch_of_repaints_goes_on_from_its_saved_state_to_the_same_result(tiny_run, mni, tmp_path,
+                                                                                      monkeypatch):
+    """inpaint_batch(state=FOLDER): the running batch is saved (x, the step, the generators) into a file of its
+    own key; a call with the same inputs continues from it and gives the uninterrupted result exactly; the finished
+    batch's state stays until the caller clears the folder (a call then returns it at once); other inputs' files
+    are neither used nor touched."""
+    from neurodiff.tasks.inpaint import inpaint_batch
+    from neurodiff.tasks.repaint_state import clear
+    from neurodiff.train.state import load_model
+
+    model = load_model(tiny_run)
+    img = mni[40:104, 30:94, 90].astype(np.uint8)[None]
+    masks = np.zeros((2, 64, 64), bool)
+    masks[0, 20:40, 10:50], masks[1, 5:60, 5:20] = True, True
+    opts = dict(steps=6, jump=2, resample=2, eta=0.5)
+    whole, info = inpaint_batch(model, img, masks, [5, 6], **opts)
+    assert info["resumed_at_step"] is None
+    state = tmp_path / "states"
+    saved = _stop_after_saves(monkeypatch, 4)
+    with pytest.raises(KeyboardInterrupt):
+        inpaint_batch(model, img, masks, [5, 6], state=state, **opts)
+    files = sorted(state.iterdir())
+    assert saved == [0, 1, 2, 3] and len(files) == 1 and files[0].suffix == ".pt"
+    saved = _stop_after_saves(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):           # seeds 5, 7: a file of their own, from the start
+        inpaint_batch(model, img, masks, [5, 7], state=state, **opts)
+    assert saved == [0, 1] and len(list(state.iterdir())) == 2
+    saved = _stop_after_saves(monkeypatch, None)
+    resumed, info = inpaint_batch(model, img, masks, [5, 6], state=state, **opts)
+    last = saved[-1]                                 # every step saved, the last one too
+    assert info["resumed_at_step"] == 3 and saved == list(range(4, last + 1)) and info["seconds_before"] > 0
+    assert np.array_equal(resumed, whole) and len(list(state.iterdir())) == 2     # the final state is kept
+    saved.clear()
+    again, info = inpaint_batch(model, img, masks, [5, 6], state=state, **opts)
+    assert info["resumed_at_step"] == last and saved == [] and np.array_equal(again, whole)
+    clear(state)
+    assert not state.exists()
+    monkeypatch.undo()          # saves every minute (none in so short a run) and at the final step, as float32
+    again, _ = inpaint_batch(model, img, masks, [5, 6], state=state, **opts)
+    (only,) = state.iterdir()
+    kept = torch.load(only, weights_only=True)
+    assert kept["step"] == last and kept["x"].dtype == torch.float32 and np.array_equal(again, whole)
+    from neurodiff.tasks.inpaint import repaint
+    with pytest.raises(NeurodiffError, match="order 2 cannot continue"):
+        repaint(None, torch.zeros(1, 1, 4, 4), torch.ones(1, 1, 4, 4, dtype=bool), torch.ones(3), [0, 1, 2], [],
+                eta=0, order=2, start=(0, torch.zeros(1, 1, 4, 4)))
+
+
+def test_a_stopped_inpaint_goes_on_inside_the_tile_it_was_sampling(tiny_run, tmp_path, mni, monkeypatch, capsys):
+    """neurodiff inpaint with a tiled --out: a stop in the middle of a tile keeps that tile's sampling too;
+    --resume continues it from the saved step, to the uninterrupted run's pixels, and leaves no hidden file."""
+    img = mni[10:190, 20:140, 90].astype(np.uint16) * 200
+    src = tmp_path / "section.zarr"
+    io.write(src, img[None], io.ImageMeta(format="zarr", dtype="uint16"))
+    args = lambda out, *more: ["inpaint", str(tiny_run), "--image", str(src), "--box", "40:70,30:100",  # noqa: E731
+                               "--out", str(out), "--steps", "4", "--jump", "2", "--resample", "2", "--no-progress",
+                               *more]
+    assert main(args(tmp_path / "whole.zarr")) == 0
+    saved = _stop_after_saves(monkeypatch, 11)      # 8 steps per tile (2 up): the third step of the second tile
+    assert main(args(tmp_path / "cut.zarr")) == 130
+    state = tmp_path / ".cut.zarr.partial.repaint"
+    assert len(list(state.glob("*.pt"))) == 1 and saved[-3:] == [0, 1, 2]     # the first tile's is deleted
+    capsys.readouterr()
+    assert main(args(tmp_path / "cut.zarr")) == 2 and "1 tile(s) written and one in progress" in capsys.readouterr().err
+    saved = _stop_after_saves(monkeypatch, None)
+    assert main(args(tmp_path / "cut.zarr", "--resume")) == 0
+    assert "(1 written by the stopped run; tile 2 went on after 3 of its 8 schedule steps)" in capsys.readouterr().out
+    assert saved[0] == 3                              # the first step sampled after the resume
+    assert np.array_equal(io.read(tmp_path / "cut.zarr")[0], io.read(tmp_path / "whole.zarr")[0])
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_an_evaluation_cut_off_in_its_first_batch_goes_on_from_the_saved_repaints(tiny_run, mni, tmp_path,
+                                                                                  monkeypatch):
+    import json
+
+    from neurodiff.metrics.inpainting import evaluate_inpainting
+    from neurodiff.train.state import load_model
+
+    intact = tmp_path / "intact"
+    io.write(intact / "a.png", mni[40:104, 30:94, 90].astype(np.uint8)[None])
+    io.write(intact / "b.png", mni[50:114, 40:104, 90].astype(np.uint8)[None])
+    model = load_model(tiny_run)
+    opts = dict(steps=4, jump=2, resample=2, tile=0, batch=6, progress=False)
+    whole = evaluate_inpainting(model, intact, tmp_path / "whole", **opts)
+    saved = _stop_after_saves(monkeypatch, 4)     # both images' 6 masks in one batch of 8 steps (2 up): the 4th
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_inpainting(model, intact, tmp_path / "cut", **opts)
+    assert saved == [0, 1, 2, 3]
+    assert len(list((tmp_path / "cut" / ".repaint-state").glob("*.pt"))) == 1
+    assert not (tmp_path / "cut" / "metrics.json").exists()
+    saved = _stop_after_saves(monkeypatch, None)
+    resumed = evaluate_inpainting(model, intact, tmp_path / "cut", **opts, resume=True)
+    assert saved == [4, 5, 6, 7]                  # the batch went on from its fifth step
+    same = lambda a, b: json.dumps(a) == json.dumps(b)    # noqa: E731
+    assert resumed["complete"] and same(resumed["per_image"], whole["per_image"])
+    assert not (tmp_path / "cut" / ".repaint-state").exists()
+    # one mask at a time: cut in a.png's second mask; the first one's final state and the second's steps are kept
+    opts = {**opts, "batch": 1}
+    whole = evaluate_inpainting(model, intact, tmp_path / "whole1", **opts)
+    saved = _stop_after_saves(monkeypatch, 11)     # 8 steps per mask, each saved, the last one too
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_inpainting(model, intact, tmp_path / "cut1", **opts)
+    assert len(list((tmp_path / "cut1" / ".repaint-state").glob("*.pt"))) == 2
+    saved = _stop_after_saves(monkeypatch, None)
+    resumed = evaluate_inpainting(model, intact, tmp_path / "cut1", **opts, resume=True)
+    assert saved == [3, 4, 5, 6, 7] + list(range(8)) * 4 and same(resumed["per_image"], whole["per_image"])
+    assert not (tmp_path / "cut1" / ".repaint-state").exists()

@@ -107,7 +107,8 @@ def _parser() -> argparse.ArgumentParser:
     ip.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (1 = off)")
     ip.add_argument("--seed", type=int, default=0)
     ip.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
-    ip.add_argument("--resume", action="store_true", help="continue a stopped run into the same .zarr/.tif --out")
+    ip.add_argument("--resume", action="store_true", help="continue a stopped run into the same .zarr/.tif --out "
+                    "(the tiles written, and the tile in progress from its last minute)")
     ip.add_argument("--no-progress", action="store_true")
 
     tr = sub.add_parser("translate", help="paired translation (source -> target) with per-pixel uncertainty maps")
@@ -164,7 +165,8 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--batch", type=int, default=1, help="inpainting with --model: repaint this many masks at once "
                    "(of several images when above the masks per image), whole image as one tile (faster on a GPU)")
     v.add_argument("--resume", action="store_true", help="inpainting with --model: keep the images a cut-off run "
-                   "with the same settings finished in --out (metrics.json is written after each image)")
+                   "with the same settings finished in --out (metrics.json is written after each image) and go on "
+                   "with the repaint in progress from its last minute")
     v.add_argument("--classifier", default=None, help="inpainting with --model: count classification flips with "
                    "this classifier (a train-features file trained on class sub-folders, or TorchScript "
                    "[N, C, H, W] in [-1, 1] -> logits)")

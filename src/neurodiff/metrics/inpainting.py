@@ -33,6 +33,7 @@ from neurodiff.errors import NeurodiffError
 
 BINS = ((0.05, 0.15), (0.15, 0.30), (0.30, 0.50))
 ERRORS = ("density_rel_err", "mean_size_rel_err", "patch_density_rel_err", "patch_mean_size_rel_err")
+STATE = ".repaint-state"     # the repaints not yet in metrics.json, saved every minute (tasks/repaint_state.py)
 
 
 def random_mask(spatial: tuple[int, ...], lo: float, hi: float, seed: int) -> np.ndarray:
@@ -136,11 +137,15 @@ def evaluate_inpainting(model, real_dir, out_dir, *, steps: int = 250, jump: int
                         batch: int = 1, progress: bool = True, resume: bool = False) -> dict:
     """Repaint random masks on the intact images of ``real_dir``; metrics.json + repaired images in ``out_dir``.
     ``batch`` > 1: that many masks of an image repainted at once, the whole image as one tile (``inpaint_batch``).
-    metrics.json is rewritten after every image (``complete`` false until the last); ``resume`` keeps the images
-    an earlier, cut-off run with the same settings finished in ``out_dir`` and repaints only the rest."""
+    metrics.json is rewritten after every image, or group of images a batch spans (``complete`` false until the last); ``resume`` keeps the images
+    an earlier, cut-off run with the same settings finished in ``out_dir`` and repaints only the rest. The repaint
+    (or batch) in progress is saved every minute, and each finished one until its image is in metrics.json, to
+    ``out_dir/.repaint-state/``, and continued from there by a run that reaches it with the same inputs: a cut-off
+    loses at most a minute of sampling."""
     from neurodiff.metrics import image
     from neurodiff.metrics.cells import segment_nuclei
     from neurodiff.tasks.inpaint import inpaint_array
+    from neurodiff.tasks.repaint_state import clear
 
     real_dir, out_dir = Path(real_dir), Path(out_dir)
     files = sorted(p for p in real_dir.rglob("*") if p.is_file() and io.is_image_file(p))[:limit]
@@ -156,11 +161,13 @@ def evaluate_inpainting(model, real_dir, out_dir, *, steps: int = 250, jump: int
                 "resample": resample, "jump_until": jump_until, "eta": eta, "precision": precision, "tile": tile,
                 "overlap": overlap, "seed": seed, "masks_per_bin": masks_per_bin, "batch": batch,
                 "classifier": str(classifier) if classifier else None}
+    state = out_dir / STATE
     rows, done, before = _resumed(out_dir, settings) if resume else ([], [], 0.0)
 
     def write(m: dict) -> dict:     # after every image: a cut-off run keeps what it did
         out_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out_dir / "metrics.json", json.dumps(m, indent=2))
+        clear(state)                # the repaints it holds are kept
         return m
 
     t0 = time.perf_counter()
@@ -182,7 +189,8 @@ def evaluate_inpainting(model, real_dir, out_dir, *, steps: int = 250, jump: int
             masks = [random_mask(x.shape[1:], *BINS[b], seed * 100_003 + k) for (b, _), k in zip(jobs, ks)]
             group.append((i, x, meta, ks, masks))
         if batch > 1:
-            ys, info = _repaint_batched(model, group, batch, seed, opts)
+            ys, info = _repaint_batched(model, group, batch, seed, {**opts, "state": state})
+            before += info["seconds_before"]
         for n, (i, x, meta, ks, masks) in enumerate(group):
             p = files[i]
             dims = x.ndim - 1
@@ -198,7 +206,8 @@ def evaluate_inpainting(model, real_dir, out_dir, *, steps: int = 250, jump: int
                     y = ys[n][j]
                 else:
                     y, info = inpaint_array(model, x, mask, tile=tile, overlap=overlap, seed=seed + ks[j],
-                                            progress=False, **opts)
+                                            progress=False, state=state, **opts)
+                    before += info["seconds_before"]
                 stem = p.stem.split('.')[0]
                 name = f"{stem}_bin{b}{f'_m{r}' if r else ''}{p.name[len(stem):]}"
                 io.write(out_dir / "repaired" / name, y, meta)
@@ -228,7 +237,8 @@ def evaluate_inpainting(model, real_dir, out_dir, *, steps: int = 250, jump: int
                     print(f"{p.name} mask {mask.mean():.0%}: density error {rows[-1]['density_rel_err']:.1%}, "
                           f"size error {rows[-1]['mean_size_rel_err']:.1%}", flush=True)
             done.append(settings["images"][i])
-            summary = write(_summary(rows, settings, done, before + time.perf_counter() - t0, clf is not None))
+        # after each group of images (one image unless --batch takes several): its repaints are then in the file
+        summary = write(_summary(rows, settings, done, before + time.perf_counter() - t0, clf is not None))
     return summary if pending else write(_summary(rows, settings, done, before, clf is not None))
 
 
@@ -238,7 +248,7 @@ def _repaint_batched(model, group: list, batch: int, seed: int, opts: dict) -> t
     from neurodiff.tasks.inpaint import inpaint_batch
 
     flat = [(n, j) for n, g in enumerate(group) for j in range(len(g[4]))]
-    ys, info, k = [[None] * len(g[4]) for g in group], None, 0
+    ys, info, k, spent = [[None] * len(g[4]) for g in group], None, 0, 0.0
     while k < len(flat):
         shape = group[flat[k][0]][1].shape
         chunk = flat[k:k + batch]
@@ -248,13 +258,15 @@ def _repaint_batched(model, group: list, batch: int, seed: int, opts: dict) -> t
                                   [seed + group[n][3][j] for n, j in chunk], **opts)
         for (n, j), y in zip(chunk, out):
             ys[n][j] = y
-        k += len(chunk)
-    return ys, info
+        k, spent = k + len(chunk), spent + info["seconds_before"]
+    return ys, {**info, "seconds_before": spent}
 
 
 def _resumed(out_dir: Path, settings: dict) -> tuple[list[dict], list[str], float]:
     """The rows, finished images and seconds of an earlier run in ``out_dir`` made with the same ``settings``."""
     path = out_dir / "metrics.json"
+    if not path.is_file() and any((out_dir / STATE).glob("*.pt")):   # cut off in the first image: it goes on
+        return [], [], 0.0
     if not path.is_file():
         raise NeurodiffError(f"{path}: --resume given but there is no earlier evaluation to continue")
     try:

@@ -76,23 +76,32 @@ def _check_eta(eta) -> None:
 
 def repaint(D, known: torch.Tensor, mask: torch.Tensor, sigmas: torch.Tensor, schedule: list[int],
             generators: list, init_scale: float = 1.0, callback=None, eta: float = 1.0,
-            order: int = 1) -> torch.Tensor:
+            order: int = 1, start: tuple[int, torch.Tensor] | None = None) -> torch.Tensor:
     """RePaint in the sigma parametrisation (x = x0 + sigma * n) shared by EDM and VP models.
 
     ``known`` [N, C, *S] normalised (ignored where masked); ``mask`` [N, 1 or C, *S] bool, True = fill.
     ``eta``: fresh noise of the steps down in the mask (1 ancestral, 0 deterministic).
     ``order`` 2 (with ``eta`` 0): a run of steps down is DPM-Solver++(2M) in the mask (the x0 estimate of the step
     before enters; the first step after a jump is first order), no extra network call.
+    ``callback(step, x)`` after each step of the schedule; ``start`` = ``(step, x)`` that a callback saw (and the
+    generators in the state they had then): continue from there (order 1), as tasks/repaint_state.py does.
     Returns [N, C, *S] float32 with the known pixels equal to ``known``.
     """
     _check_eta(eta)
     if order not in (1, 2) or (order == 2 and eta != 0):
         raise NeurodiffError(f"order {order}: expected 1, or 2 with eta 0 (got eta {eta})")
+    if start is not None and order != 1:
+        raise NeurodiffError("order 2 cannot continue a stopped repaint (its previous step is not saved); use order 1")
     k = known.to(torch.float64)
     s0 = sigmas[schedule[0]]
-    x = torch.where(mask, randn_like(k, generators) * s0 * init_scale, k + s0 * randn_like(k, generators))
+    if start is None:
+        begin, x = 0, torch.where(mask, randn_like(k, generators) * s0 * init_scale, k + s0 * randn_like(k, generators))
+    else:
+        begin, x = start[0] + 1, start[1].to(k)
     prev = None                                               # (x0, h) of the step down before, for order 2
     for step, (a, b) in enumerate(zip(schedule, schedule[1:])):
+        if step < begin:
+            continue
         sa, sb = sigmas[a], sigmas[b]
         if b > a:                                             # down: the model fills, the known part is re-noised
             x0 = _D(D, x, sa)
@@ -221,13 +230,15 @@ def _plan(cfg, steps: int, jump: int, resample: int, jump_until: float, eta: flo
 @torch.no_grad()
 def inpaint_batch(model, image: np.ndarray, masks: np.ndarray, seeds: list[int], *, steps: int = 250,
                   jump: int = 10, resample: int = 10, jump_until: float = 1.0, eta: float = 1.0, device=None,
-                  precision: str = "auto") -> tuple[np.ndarray, dict]:
+                  precision: str = "auto", state=None) -> tuple[np.ndarray, dict]:
     """Repaint one image [C, *S] under N masks [N, *S] (True = fill) in one batch, the whole image as one tile
     -> ([N, C, *S] in the image's dtype, info as ``inpaint_array``'s); ``image`` may also be [N, C, *S], one image
     per mask (of one shape). Pixel-space models; N times the memory of one. The RePaint arithmetic and the noise
     stay on ``device`` (one generator per mask there, so a repaint does not depend on the rest of the batch): on a
     CPU repaint k equals ``inpaint_array(..., seed=seeds[k], tile=0)`` up to the batched network's rounding; on a
-    GPU it draws other (CUDA) noise."""
+    GPU it draws other (CUDA) noise. ``state``: a folder the running batch is saved to every minute and when it
+    ends, and continued from by a later call with the same inputs (tasks/repaint_state.py); the caller clears it
+    once it has kept the results."""
     cfg = model.cfg
     if cfg.data.meta.get("latent"):
         raise NeurodiffError("batched repaints: pixel-space models only; a latent model repaints one mask at a time")
@@ -247,13 +258,28 @@ def inpaint_batch(model, image: np.ndarray, masks: np.ndarray, seeds: list[int],
     x, m, crop = _pad(known, torch.from_numpy(masks.astype(bool))[:, None], 2 ** (len(cfg.model.channel_mult) - 1))
     D = build_denoiser(model.net, precond, make_cond(cfg, [None] * n, None, device), n, 1.0, False, list(x.shape[1:]))
     gens = [torch.Generator(device).manual_seed(sample_seed(s, 0)) for s in seeds]
+    run = _state(state, model, device, precision, torch.where(m, 0, x), m, seeds, sigmas, schedule, init, eta)
+    start = run.load(gens) if run else None
     with sampling_autocast(precision, device):
         y = repaint(lambda a, s: D(a.float(), s).float(), x.to(device), m.to(device), sigmas, schedule,
-                    gens, init, eta=eta).cpu()
+                    gens, init, eta=eta, callback=run.saver(gens, len(schedule) - 2) if run else None,
+                    start=start).cpu()
     y = y if crop is None else y[(slice(None), slice(None), *crop)]
     values = np.stack([norm.denormalize(v, np.dtype(image.dtype).name) for v in y])
     return np.where(masks[:, None].astype(bool), values, image), {
-        "tiles": 1, "tiles_total": 1, "network_calls_per_tile": network_calls(schedule)}
+        "tiles": 1, "tiles_total": 1, "network_calls_per_tile": network_calls(schedule),
+        "resumed_at_step": run.resumed_at if run else None, "seconds_before": run.seconds_before if run else 0.0}
+
+
+def _state(folder, model, device, precision: str, *inputs):
+    """The ``RepaintState`` in ``folder`` (None: none) of a repaint by ``model`` (or its ``model_key``) on
+    ``device`` at ``precision``, decided by ``inputs``."""
+    if folder is None:
+        return None
+    from neurodiff.tasks.repaint_state import RepaintState, device_key, model_key, state_key
+
+    key = model if isinstance(model, str) else model_key(model)
+    return RepaintState(folder, state_key(key, device_key(device, precision), *inputs))
 
 
 @torch.no_grad()
@@ -262,7 +288,7 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
                   overlap: int | None = None, label: int | None = None, scalars: list[float] | None = None,
                   guidance: float = 1.0, seed: int = 0, device=None,
                   progress: bool = False, out=None, codec=None, precision: str = "auto", start: int = 0,
-                  on_tile=None) -> tuple[np.ndarray, dict]:
+                  on_tile=None, state=None) -> tuple[np.ndarray, dict]:
     """Fill ``mask`` (True = fill, spatial shape of ``image`` [C, *S] in data units) -> (image, info).
 
     ``image`` may be a lazy array (zarr, or a TIFF view of data/tiffio.py) when ``out`` is a writable one holding a
@@ -272,6 +298,10 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
     arithmetic itself stays float64). ``device``: the network's (default: where the model's weights are).
     ``start``: tiles to sample that a stopped run already wrote into ``out`` (skipped; each tile's noise is keyed to
     its index, so the result is the uninterrupted run's); ``on_tile(n)`` is called after the n-th tile is written.
+    ``state``: a folder the tile being sampled is saved to every minute, and continued from by a run that reaches
+    the same tile with the same inputs (tasks/repaint_state.py). With ``on_tile`` (which records the tile) a
+    tile's state is deleted once it is recorded; without, each tile's final state is saved too, and the caller
+    clears the folder once it has kept the result.
     """
     from neurodiff.codec import Identity
 
@@ -298,7 +328,10 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
     dtype = np.dtype(image.dtype).name
     tiles, filled = _tiles_to_sample(mask, spatial, spans, areas)
     cond = make_cond(cfg, [label], [scalars] if scalars is not None else None, device)
-    bar = None
+    if state is not None:             # the weights' digest, once: each tile's state is keyed by it
+        from neurodiff.tasks.repaint_state import model_key
+        mkey = model_key(model) + str(getattr(codec, "digest", ""))
+    bar, resumed, spent = None, None, 0.0
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=len(tiles), initial=start, desc="inpainting", unit="tile")
@@ -306,6 +339,7 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
         if j < start:                 # written by the stopped run: what it filled counts as known now
             continue
         region, fill, commit = _tile_fill(mask, k, spans, areas)
+        run = None
         if commit.any():
             view = np.asarray(out[(slice(None), *region)])
             if lazy and not np.isfinite(view).all():   # numpy images were checked whole above
@@ -318,9 +352,17 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
                 m = getattr(torch.nn.functional, f"max_pool{m.ndim - 2}d")(m.float(), codec.factor).bool()
             D = build_denoiser(model.net, precond, cond, 1, guidance, True, list(x.shape[1:]))
             gen = [torch.Generator().manual_seed(sample_seed(seed, k))]
+            # keyed by the known part as sampled (a latent tile's encoding: an encoder that is not bit-reproducible
+            # on a GPU makes a resumed tile start again, never continue the wrong one)
+            run = _state(state, mkey, device, precision, torch.where(m, 0, x), m, seed, k, label, scalars,
+                         guidance, sigmas, schedule, init, eta) if state is not None else None
+            begin = run.load(gen) if run else None
+            if begin is not None:
+                resumed, spent = (k, begin[0]), spent + run.seconds_before
             with autocast:
                 y = repaint(lambda a, s: D(a.float().to(device), s.to(device)).float().cpu(), x, m, sigmas,
-                            schedule, gen, init, eta=eta)
+                            schedule, gen, init, eta=eta, start=begin,
+                            callback=run.saver(gen, None if on_tile else len(schedule) - 2) if run else None)
             if latent:
                 y = codec.decode(y.to(device)).float().clamp(-1, 1).cpu()
             y = y if crop is None else y[(slice(None), slice(None), *crop)]
@@ -329,13 +371,16 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
             out[(slice(None), *region)] = view
         if on_tile:
             on_tile(j + 1)
+        if run and on_tile:
+            run.finish()              # the tile is written and recorded: its saved state is no longer needed
         if bar:
             bar.update(1)
     if bar:
         bar.close()
     return out, {"tiles": len(tiles), "tiles_total": int(np.prod([len(a) for a in areas])),
                  "network_calls_per_tile": network_calls(schedule),
-                 "fraction_filled": filled / float(np.prod(spatial))}
+                 "fraction_filled": filled / float(np.prod(spatial)),
+                 "schedule_steps": len(schedule) - 1, "resumed_tile_step": resumed, "seconds_before": spent}
 
 
 def _tiles_to_sample(mask, spatial, spans, areas) -> tuple[list[int], int]:

@@ -17,6 +17,7 @@ from neurodiff.data.temps import write_text_atomic
 from neurodiff.errors import NeurodiffError
 from neurodiff.tasks.generate import covariate_row, parse_covariates, resolve_label
 from neurodiff.tasks.inpaint import RegionMask, box_bounds, check_image, inpaint_array
+from neurodiff.tasks.repaint_state import clear
 
 SCAN_PIXELS = 2**24     # the mask is hashed and counted in bands of about this many pixels
 
@@ -85,6 +86,11 @@ def _record(out) -> Path:
     return part.with_name(part.name + ".json")
 
 
+def _state_folder(out) -> Path:
+    """The tile in progress of a resumable run, saved every minute (tasks/repaint_state.py)."""
+    return _record(out).with_suffix(".repaint")
+
+
 def _partial_output(args, image, meta, settings: dict):
     """The .zarr output, written tile by tile into a hidden folder beside --out (moved there at the end): a new
     one holding a copy of the image, or with --resume the one a stopped run with the same settings left. Returns
@@ -93,11 +99,11 @@ def _partial_output(args, image, meta, settings: dict):
 
     part, record = zarrio.partial_of(args.out), _record(args.out)
     old = json.loads(record.read_text()) if part.exists() and record.exists() else None
-    done = old["tiles_done"] if old else 0
-    if part.exists() and not done and not (args.resume and old):   # no tile written: nothing to keep
+    done, busy = (old["tiles_done"] if old else 0), any(_state_folder(args.out).glob("*.pt"))
+    if part.exists() and not done and not busy and not (args.resume and old):   # nothing to keep
         shutil.rmtree(part)
     if args.resume:
-        if not part.exists():
+        if not part.exists() or old is None:
             raise NeurodiffError(f"--resume: no stopped run to continue ({part} not found); run without --resume")
         for k, v in settings.items():
             if old["settings"].get(k) != v:
@@ -105,9 +111,11 @@ def _partial_output(args, image, meta, settings: dict):
                                      f"{v!r}; give its settings, or delete that folder to start again")
         out, start = zarrio.open_partial(args.out), int(old["tiles_done"])
     elif part.exists():
-        raise NeurodiffError(f"{args.out}: a stopped run left {part} with {done} tile(s) written; add --resume to "
-                             "continue it, or delete that folder to start again")
+        raise NeurodiffError(f"{args.out}: a stopped run left {part} with {done} tile(s) written"
+                             f"{' and one in progress' if busy else ''}; add --resume to continue it, or delete "
+                             "that folder to start again")
     else:
+        clear(_state_folder(args.out))
         out, start = zarrio.create(args.out, image.shape, image.dtype, meta, partial=True), 0
         zarrio.copy_regions(image, out, progress=not args.no_progress and _blocks(image) > 16)
 
@@ -160,7 +168,7 @@ def _inpaint(args, model, image, meta, mask, tiled_out: bool, t0: float) -> dict
                               jump_until=args.jump_until, eta=args.eta, tile=args.tile, overlap=args.overlap,
                               label=label, scalars=scalars, guidance=guidance, seed=args.seed,
                               progress=not args.no_progress, out=out, precision=args.precision, start=start,
-                              on_tile=on_tile)
+                              on_tile=on_tile, state=_state_folder(args.out) if tiled_out else None)
     if tiled_out:
         from neurodiff.data import tiffio, zarrio
 
@@ -170,12 +178,18 @@ def _inpaint(args, model, image, meta, mask, tiled_out: bool, t0: float) -> dict
         else:
             zarrio.commit(args.out, partial=True)
         _record(args.out).unlink(missing_ok=True)
+        clear(_state_folder(args.out))
     else:
         io.write(args.out, out, meta)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     info.update(seconds=time.perf_counter() - t0, peak_rss_mib=peak, tiles_resumed=start)
+    note = [f"{start} written by the stopped run"] if start else []
+    if info["resumed_tile_step"]:
+        note.append(f"tile {start + 1} went on after {info['resumed_tile_step'][1] + 1} of its "
+                    f"{info['schedule_steps']} schedule steps")
+    note = "; ".join(note)
     print(f"filled {info['fraction_filled']:.1%} of {'x'.join(map(str, spatial))} in {info['tiles']} of "
-          f"{info['tiles_total']} tiles{f' ({start} written by the stopped run)' if start else ''}, "
+          f"{info['tiles_total']} tiles{f' ({note})' if note else ''}, "
           f"{info['network_calls_per_tile']} network calls each; wrote {Path(args.out)} "
           f"in {info['seconds']:.0f} s (peak memory {peak:.0f} MiB)")
     return info
