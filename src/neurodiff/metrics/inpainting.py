@@ -137,8 +137,9 @@ def evaluate_inpainting(model, real_dir, out_dir, *, steps: int = 250, jump: int
                         batch: int = 1, progress: bool = True, resume: bool = False) -> dict:
     """Repaint random masks on the intact images of ``real_dir``; metrics.json + repaired images in ``out_dir``.
     ``batch`` > 1: that many masks of an image repainted at once, the whole image as one tile (``inpaint_batch``).
-    metrics.json is rewritten after every image, or group of images a batch spans (``complete`` false until the last); ``resume`` keeps the images
-    an earlier, cut-off run with the same settings finished in ``out_dir`` and repaints only the rest. The repaint
+    metrics.json is rewritten after every image, or group of images a batch spans (``complete`` false until the
+    last); ``resume`` keeps the images an earlier, cut-off run with the same settings finished in ``out_dir`` and
+    repaints only the rest. The repaint
     (or batch) in progress is saved every minute, and each finished one until its image is in metrics.json, to
     ``out_dir/.repaint-state/``, and continued from there by a run that reaches it with the same inputs: a cut-off
     loses at most a minute of sampling."""

@@ -36,6 +36,7 @@ from neurodiff.diffusion.samplers import _D, ancestral_step, randn_like
 from neurodiff.diffusion.schedules import sampling_sigmas
 from neurodiff.errors import NeurodiffError
 from neurodiff.tasks.generate import build_denoiser, make_cond, sample_seed, sampling_autocast
+from neurodiff.tasks.repaint_state import RepaintState, run_key, state_key
 from neurodiff.tiling import axis_spans, pad_to_multiple
 
 
@@ -258,7 +259,8 @@ def inpaint_batch(model, image: np.ndarray, masks: np.ndarray, seeds: list[int],
     x, m, crop = _pad(known, torch.from_numpy(masks.astype(bool))[:, None], 2 ** (len(cfg.model.channel_mult) - 1))
     D = build_denoiser(model.net, precond, make_cond(cfg, [None] * n, None, device), n, 1.0, False, list(x.shape[1:]))
     gens = [torch.Generator(device).manual_seed(sample_seed(s, 0)) for s in seeds]
-    run = _state(state, model, device, precision, torch.where(m, 0, x), m, seeds, sigmas, schedule, init, eta)
+    run = _state(state, run_key(model, device, precision) if state is not None else None, torch.where(m, 0, x), m,
+                 seeds, sigmas, schedule, init, eta)
     start = run.load(gens) if run else None
     with sampling_autocast(precision, device):
         y = repaint(lambda a, s: D(a.float(), s).float(), x.to(device), m.to(device), sigmas, schedule,
@@ -271,15 +273,9 @@ def inpaint_batch(model, image: np.ndarray, masks: np.ndarray, seeds: list[int],
         "resumed_at_step": run.resumed_at if run else None, "seconds_before": run.seconds_before if run else 0.0}
 
 
-def _state(folder, model, device, precision: str, *inputs):
-    """The ``RepaintState`` in ``folder`` (None: none) of a repaint by ``model`` (or its ``model_key``) on
-    ``device`` at ``precision``, decided by ``inputs``."""
-    if folder is None:
-        return None
-    from neurodiff.tasks.repaint_state import RepaintState, device_key, model_key, state_key
-
-    key = model if isinstance(model, str) else model_key(model)
-    return RepaintState(folder, state_key(key, device_key(device, precision), *inputs))
+def _state(folder, base: str | None, *inputs) -> RepaintState | None:
+    """The ``RepaintState`` in ``folder`` (None: none) of a repaint keyed by ``base`` (``run_key``) and ``inputs``."""
+    return None if folder is None else RepaintState(folder, state_key(base, *inputs))
 
 
 @torch.no_grad()
@@ -328,9 +324,7 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
     dtype = np.dtype(image.dtype).name
     tiles, filled = _tiles_to_sample(mask, spatial, spans, areas)
     cond = make_cond(cfg, [label], [scalars] if scalars is not None else None, device)
-    if state is not None:             # the weights' digest, once: each tile's state is keyed by it
-        from neurodiff.tasks.repaint_state import model_key
-        mkey = model_key(model) + str(getattr(codec, "digest", ""))
+    base = run_key(model, device, precision, codec) if state is not None else None   # once, for every tile
     bar, resumed, spent = None, None, 0.0
     if progress:
         from tqdm import tqdm
@@ -354,8 +348,8 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
             gen = [torch.Generator().manual_seed(sample_seed(seed, k))]
             # keyed by the known part as sampled (a latent tile's encoding: an encoder that is not bit-reproducible
             # on a GPU makes a resumed tile start again, never continue the wrong one)
-            run = _state(state, mkey, device, precision, torch.where(m, 0, x), m, seed, k, label, scalars,
-                         guidance, sigmas, schedule, init, eta) if state is not None else None
+            run = _state(state, base, torch.where(m, 0, x), m, seed, k, label, scalars, guidance, sigmas,
+                         schedule, init, eta)
             begin = run.load(gen) if run else None
             if begin is not None:
                 resumed, spent = (k, begin[0]), spent + run.seconds_before

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from neurodiff.data.temps import atomic_torch_save
 
 EVERY_S = 60.0     # seconds between two saves of a running repaint
 
@@ -38,6 +39,12 @@ def device_key(device, precision: str) -> str:
     else:
         kind = f"{getattr(torch.backends.cpu, 'get_cpu_capability', lambda: '')()}:bf16={cpu_has_bf16()}"
     return f"{device.type}:{kind}:{resolve_precision(precision, device)}"
+
+
+def run_key(model, device, precision: str, codec=None) -> str:
+    """The part of a repaint's key that a whole run shares: the model (and a latent model's codec), the device and
+    the precision."""
+    return state_key(model_key(model), str(getattr(codec, "digest", "")), device_key(device, precision))
 
 
 def clear(folder) -> None:
@@ -101,15 +108,7 @@ class RepaintState:
                  "generators": [g.get_state() for g in generators],
                  "seconds": self.seconds_before + time.monotonic() - self._t0}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(state, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_torch_save(state, self.path)
         self._last = time.monotonic()
 
     def finish(self) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from neurodiff import config as config_mod
+from neurodiff.data.temps import _fsync_replace, atomic_torch_save
 from neurodiff.errors import NeurodiffError
 from neurodiff.nn.unet import UNet, build_unet
 
@@ -31,32 +32,6 @@ class EMA:
             p_ema.lerp_(p.detach(), 1.0 - beta)
         for b_ema, b in zip(self.net.buffers(), net.buffers()):
             b_ema.copy_(b)
-
-
-def _fsync_replace(tmp: Path, path: Path) -> None:
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        os.fsync(fd)
-        os.close(fd)
-    except OSError:
-        pass
-
-
-def atomic_torch_save(obj, path: Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        _fsync_replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise NeurodiffError(f"{path}: cannot write checkpoint ({e.strerror or e}); the previous one is kept") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def checkpoint_path(run_dir: Path, nimg: int) -> Path:
