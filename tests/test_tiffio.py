@@ -1,5 +1,7 @@
 """TIFF region by region (data/tiffio.py): lazy reads give io.read's array, streamed writes give io.write's file."""
 
+import math
+
 import numpy as np
 import pytest
 import tifffile
@@ -61,19 +63,21 @@ def test_rgb_rgba_multichannel_and_volume_layouts(tmp_path):
                                           (slice(1, 2), slice(0, 1), slice(0, 48), slice(60, 64))])
 
 
+@pytest.mark.parametrize("chunks", [None, 16])
 @pytest.mark.parametrize("big", [False, True])
 @pytest.mark.parametrize("shape,dtype,spacing", [((1, 300, 70), np.uint8, (0.5, 0.5)), ((3, 90, 70), np.uint8, None),
+                                                 ((1, 5, 2000), np.uint8, None),
                                                  ((2, 90, 70), np.float32, (1.0, 2.0)),
                                                  ((2, 3, 40, 30), np.uint16, (3.0, 1.0, 1.0)),
                                                  ((1, 4, 40, 30), np.int32, (3.0, 1.0, 1.0))])
-def test_streamed_write_gives_the_file_io_write_gives(tmp_path, monkeypatch, shape, dtype, spacing, big):
+def test_streamed_write_gives_the_file_io_write_gives(tmp_path, monkeypatch, shape, dtype, spacing, big, chunks):
     if big:
         monkeypatch.setattr(io, "BIGTIFF_BYTES", 10)                  # the BigTIFF (non-ImageJ) layout
     rng = np.random.default_rng(2)
     x = (rng.random(shape) * 200).astype(dtype)
     meta = io.ImageMeta("tiff", np.dtype(dtype).name, spacing=spacing, unit="um" if spacing else None)
     io.write(tmp_path / "whole.tif", x, meta)
-    monkeypatch.setattr(tiffio, "BAND_BYTES", 1000)                   # many bands
+    monkeypatch.setattr(tiffio, "BAND_BYTES", 1000)                   # many bands; rows wider than a band
     reads = []
 
     class Lazy:       # a source that can only be read by region, and records the regions asked for
@@ -83,8 +87,15 @@ def test_streamed_write_gives_the_file_io_write_gives(tmp_path, monkeypatch, sha
             reads.append(key)
             return x[key]
 
+    if chunks:        # tall source chunks (a zarr store's): blocks are whole chunks, a band is cut in columns
+        Lazy.chunks = (1,) * (len(shape) - 2) + (chunks, chunks)
     tiffio.write_from(tmp_path / "streamed.tif", Lazy(), meta)
     assert len(reads) > 1
+    one_chunk = math.prod(shape[:-2]) * (chunks or 1) ** 2 * x.itemsize
+    for key in reads:               # memory: a block holds at most a band's bytes, or one chunk per plane
+        assert x[key].nbytes <= max(tiffio.BAND_BYTES, one_chunk)
+        if chunks:
+            assert key[-2].start % chunks == 0 and key[-1].start % chunks == 0
     assert (tmp_path / "streamed.tif").read_bytes() == (tmp_path / "whole.tif").read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["streamed.tif", "whole.tif"]   # no temp left
     with tifffile.TiffFile(tmp_path / "streamed.tif") as t:

@@ -4,7 +4,8 @@
 for: uncompressed contiguous data (ImageJ and most microscope TIFFs, neurodiff's own) through a read-only memory
 map opened for each region, tiled or stripped data through tifffile's zarr view of its chunks. A file whose
 layout allows neither (one compressed strip holding a whole large image) is read whole. ``write_from`` writes a
-lazy ``[C, *S]`` array into a TIFF band of rows by band of rows, in the layout and metadata ``io.write`` uses,
+lazy ``[C, *S]`` array into a TIFF block by block (bands of rows, cut in columns where a band of whole source
+chunks would exceed ``BAND_BYTES``), in the layout and metadata ``io.write`` uses,
 atomically. That layout (``tiff_layout`` for reading, ``tiff_plan`` / ``tiff_data`` for writing) lives here and
 serves ``io.read`` / ``io.write`` too. tifffile and zarr are imported inside the functions.
 """
@@ -23,7 +24,7 @@ from neurodiff.data import io
 from neurodiff.errors import NeurodiffError
 
 MAX_CHUNK_BYTES = 64 * 2**20   # a chunk larger than this is no use for reading regions: the file is read whole
-BAND_BYTES = 64 * 2**20        # what write_from holds at a time
+BAND_BYTES = 64 * 2**20        # what write_from holds at a time (at least one source chunk per plane)
 
 
 @dataclass
@@ -230,10 +231,21 @@ def _chunked(series, dtype):
     return lambda key: z[key]
 
 
+def _aligned(n: int, chunk, size: int) -> int:
+    """``n`` rows (or columns) rounded down to whole source chunks of ``chunk``, at least one chunk (or one row
+    when the source is not chunked), at most ``size``."""
+    n = max(1, n)
+    if chunk:
+        n = max(chunk, n // chunk * chunk)
+    return min(n, size)
+
+
 def write_from(path, src, meta, progress: bool = False) -> None:
-    """Write the ``[C, *S]`` array-like ``src`` as TIFF at ``path``, band by band of rows, atomically: the same
-    file ``io.write(path, np.asarray(src), meta)`` writes, without ``src`` ever being in memory whole.
-    ``progress``: a bar counting the bands."""
+    """Write the ``[C, *S]`` array-like ``src`` as TIFF at ``path``, block by block, atomically: the same file
+    ``io.write(path, np.asarray(src), meta)`` writes, without ``src`` ever being in memory whole. A block is a
+    band of rows of at most ``BAND_BYTES``, in whole chunks of ``src`` when it has ``chunks`` (a zarr store);
+    where one row of chunks is larger (very wide images) the band is cut in columns, so a block holds at most
+    ``BAND_BYTES`` or one chunk per plane. ``progress``: a bar counting the blocks."""
     import tifffile
 
     io.writable_format(path)
@@ -248,23 +260,30 @@ def write_from(path, src, meta, progress: bool = False) -> None:
         with tifffile.TiffFile(tmp) as tif:
             offset, disk = int(tif.series[0].dataoffset), dtype.newbyteorder(tif.byteorder)
         h, w = shape[-2:]
-        row = w * dtype.itemsize * (3 if layout == "rgb" else 1)
-        planes = 1 if layout == "rgb" else math.prod(shape[:-2])   # rgb: the channels are in the row
-        band = max(1, BAND_BYTES // (row * planes))
-        rows = (getattr(src, "chunks", None) or (None, None))[-2]  # whole chunks of the source per band
-        band = max(rows, band // rows * rows) if rows else band
-        bands = range(0, h, band)
+        px = dtype.itemsize * (3 if layout == "rgb" else 1)          # bytes of one pixel in a row
+        row, planes = w * px, 1 if layout == "rgb" else math.prod(shape[:-2])   # rgb: the channels are in the row
+        chunks = getattr(src, "chunks", None) or (None, None)      # whole chunks of the source per block
+        band = _aligned(BAND_BYTES // (row * planes), chunks[-2], h)
+        cols = _aligned(BAND_BYTES // (band * px * planes), chunks[-1], w)   # wide images: part of a band
+        blocks = [(y0, x0) for y0 in range(0, h, band) for x0 in range(0, w, cols)]
         if progress:
             from tqdm import tqdm
-            bands = tqdm(bands, desc=f"writing {p.name}", unit="band")
+            blocks = tqdm(blocks, desc=f"writing {p.name}", unit="block")
         with open(tmp, "r+b") as f:
-            for y0 in bands:
-                y1 = min(h, y0 + band)
-                block = tiff_data(np.asarray(src[(slice(None),) * (len(shape) - 2) + (slice(y0, y1),)]), layout)
+            for y0, x0 in blocks:
+                y1, x1 = min(h, y0 + band), min(w, x0 + cols)
+                block = tiff_data(np.asarray(src[(slice(None),) * (len(shape) - 2) + (slice(y0, y1), slice(x0, x1))]),
+                                  layout)
                 lead = block.shape[:-3] if layout == "rgb" else block.shape[:-2]
                 for k, idx in enumerate(np.ndindex(*lead)):
-                    f.seek(offset + (k * h + y0) * row)
-                    f.write(np.ascontiguousarray(block[idx], dtype=disk).tobytes())
+                    data = np.ascontiguousarray(block[idx], dtype=disk)
+                    if x1 - x0 == w:                                  # whole rows: one write
+                        f.seek(offset + (k * h + y0) * row)
+                        f.write(data.tobytes())
+                        continue
+                    for r in range(y1 - y0):
+                        f.seek(offset + (k * h + y0 + r) * row + x0 * px)
+                        f.write(data[r].tobytes())
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, p)
