@@ -30,13 +30,18 @@ ERRORS = (("density_rel_err", "density, in mask"), ("mean_size_rel_err", "size, 
 
 def load(root: Path, tags: tuple[str, ...] = ()) -> dict[str, dict]:
     """{"250_10_10": {(file, bin, mask fraction): row}} of one results folder (one model); a TAG'd folder named
-    in ``tags`` as "50_5_5 (TAG)"."""
+    in ``tags`` as "50_5_5 (TAG)". A run cut off before its last image (evaluate writes metrics.json after every
+    image) gives the masks it finished: they pair like any other."""
     runs = {}
-    for m in load_runs(root):
-        if not m["tag"] or m["tag"][2:-1] in tags:
-            runs[m["schedule"] + m["tag"]] = {(r["file"], r["bin"], round(r["mask_fraction"], 6)): r for r in m["per_image"]}
-            runs[m["schedule"] + m["tag"]]["calls"] = m["network_calls_per_tile"]
+    for m in load_runs(root):            # a cut-off run counts with the images it finished
+        tag = m["folder_tag"]
+        if not tag or tag[2:-1] in tags:
+            runs[m["schedule"] + tag] = {(r["file"], r["bin"], round(r["mask_fraction"], 6)): r for r in m["per_image"]}
+            runs[m["schedule"] + tag]["calls"] = m["network_calls_per_tile"]
     return runs
+
+
+BIG = 1e12   # stands for an infinite ratio (the reference's median error 0) inside the percentiles
 
 
 def ratio_ci(cheap: np.ndarray, ref: np.ndarray, draws: int = 10_000, seed: int = 0) -> tuple[float, float, float]:
@@ -45,8 +50,10 @@ def ratio_ci(cheap: np.ndarray, ref: np.ndarray, draws: int = 10_000, seed: int 
     idx = rng.integers(0, len(ref), (draws, len(ref)))
     with np.errstate(divide="ignore", invalid="ignore"):
         boot = np.median(cheap[idx], axis=1) / np.median(ref[idx], axis=1)
-    lo, hi = np.nanpercentile(boot, [2.5, 97.5])
-    return float(np.median(cheap) / np.median(ref)), float(lo), float(hi)
+    lo, hi = np.nanpercentile(np.where(np.isinf(boot), BIG, boot), [2.5, 97.5])  # x/0: unbounded, not NaN
+    lo, hi = (np.inf if v >= BIG else float(v) for v in (lo, hi))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(np.median(cheap) / np.median(ref)), lo, hi
 
 
 def verdict(lo: float, hi: float, tol: float = 1.10) -> str:
@@ -82,7 +89,7 @@ def main() -> None:
             sched, _, tag = name.partition(" ")
             print(f"| {sched.replace('_', ' / ')}{' ' + tag if tag else ''} | {calls} | {len(c)} | {label} | {100 * np.median(c):.0f} % | "
                   f"{100 * np.median(r):.0f} % | {ratio:.2f} ({lo:.2f}–{hi:.2f}) | {verdict(lo, hi)} | "
-                  f"{int(np.ceil(len(c) * ((hi - lo) / 2 / 0.10) ** 2))} |")
+                  f"{int(np.ceil(len(c) * ((hi - lo) / 2 / 0.10) ** 2)) if np.isfinite(hi) else '–'} |")
 
 
 if __name__ == "__main__":

@@ -19,14 +19,15 @@ def cells(b: dict, key: str) -> str:
 
 
 def load_runs(root: Path) -> list[dict]:
-    """The metrics.json of every eval_* folder, each with "schedule" (steps_jump_resample) and "tag" ("" or
-    " (TAG)": inpaint_ihc.sh's suffix after the schedule in the folder's name)."""
+    """The metrics.json of every eval_* folder, each with "schedule" (steps_jump_resample), "folder_tag" ("" or
+    " (TAG)": inpaint_ihc.sh's suffix after the schedule in the folder's name) and "tag" (that, and for a cut-off
+    run how many of its images it finished)."""
     runs = []
     for p in sorted(root.glob("eval_*/metrics.json")):
         m = json.loads(p.read_text())
         m["schedule"] = f"{m['steps']}_{m['jump']}_{m['resample']}"
         tag = p.parent.name[len(f"eval_{m['schedule']}"):].lstrip("_")
-        m["tag"] = f" ({tag})" if tag else ""
+        m["tag"] = m["folder_tag"] = f" ({tag})" if tag else ""
         if m.get("complete") is False:    # a cut-off run (evaluate writes metrics.json after every image)
             m["tag"] += f" (cut off: {m['n_images']} of {len(m['settings']['images'])} images)"
         runs.append(m)
