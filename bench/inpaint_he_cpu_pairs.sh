@@ -26,13 +26,8 @@ for f in sorted((out / "intact256").glob("he_*.png")):
     for q, (y, xx) in enumerate([(0, 0), (128, 128), (0, 128), (128, 0)]):   # diagonal quadrants first
         io.write(out / "intact" / f"q{q}_{f.stem}.png", x[:, y:y + 128, xx:xx + 128], meta)
 EOF
-DATA_SIZE=[128,128] SCHEDULES=" " bash "$HERE/inpaint_train_eval.sh" "$OUT" "$NIMG"    # trains only
-for job in "50 5 5 0.5 0 _until0.5_eta0" "250 10 10 1 1"; do   # the quick one first
-  read -r ST JU RE U E T <<< "$job"
-  EVAL_OUT="$OUT/eval_${ST}_${JU}_${RE}${T:-}"
-  AGAIN=""
-  [ -n "${RESUME:-}" ] && { [ -f "$EVAL_OUT/metrics.json" ] || compgen -G "$EVAL_OUT/.repaint-state/*.pt" > /dev/null; } && AGAIN=--resume
-  time neurodiff evaluate --task inpainting --model "$OUT/run" --real "$OUT/intact" --limit "$LIMIT" --tile 128 \
-    --steps "$ST" --jump "$JU" --resample "$RE" --jump-until "$U" --eta "$E" --masks-per-bin 1 \
-    --out "$EVAL_OUT" $AGAIN
+for job in "50,5,5 0.5 0 _until0.5_eta0" "250,10,10 1 1"; do   # the first trains the model; the quick one first
+  read -r S U E T <<< "$job"
+  DATA_SIZE=[128,128] TILE=128 MASKS=1 LIMIT=$LIMIT SCHEDULES=$S JUMP_UNTIL=$U ETA=$E TAG=${T:-} \
+    bash "$HERE/inpaint_train_eval.sh" "$OUT" "$NIMG"
 done

@@ -7,6 +7,7 @@
 # JUMP_UNTIL, ETA: RePaint's --jump-until and --eta (default 1 and 1, RePaint's own; name the runs with TAG);
 # TRAIN_SET: further `--set` overrides of the training (e.g. "--set model.channels=64 --set train.batch=128");
 # BATCH: evaluate --batch (masks of an image repainted at once, whole image as one tile; for GPUs).
+# LIMIT: evaluate --limit (the first LIMIT intact images).
 # RESUME=1: an evaluation whose folder holds a metrics.json or saved repaints (.repaint-state/) of a cut-off run
 # continues it (evaluate --resume; the repaint in progress goes on from its last minute).
 set -euo pipefail
@@ -30,7 +31,7 @@ for S in ${SCHEDULES:-250,10,10 100,10,10 100,10,5 50,5,5 250,10,1}; do
   [ -n "${RESUME:-}" ] && { [ -f "$EVAL_OUT/metrics.json" ] || compgen -G "$EVAL_OUT/.repaint-state/*.pt" > /dev/null; } && AGAIN=--resume
   time neurodiff evaluate --task inpainting --model "$OUT/run" --real "$OUT/intact" --tile "${TILE:-128}" \
     --steps "$ST" --jump "$JU" --resample "$RE" --masks-per-bin "$MASKS" \
-    --jump-until "${JUMP_UNTIL:-1}" --eta "${ETA:-1}" --batch "${BATCH:-1}" \
+    --jump-until "${JUMP_UNTIL:-1}" --eta "${ETA:-1}" --batch "${BATCH:-1}" ${LIMIT:+--limit "$LIMIT"} \
     ${CLASSIFIER:+--classifier "$CLASSIFIER"} \
     --precision "${PRECISION:-auto}" --out "$EVAL_OUT" $AGAIN
 done
