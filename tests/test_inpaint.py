@@ -294,6 +294,55 @@ def test_tiff_image_and_mask_are_read_and_the_tiff_written_by_region(tiny_run, t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.tif", "memory.npy", "repaired.tif", "section.tif"]
 
 
+def test_a_mask_drawn_on_an_overview_is_scaled_up_region_by_region(tiny_run, tmp_path, mni, monkeypatch, capsys):
+    """A mask at a third of the image's size (a thumbnail's, as slide viewers export) fills what its nearest-
+    neighbour upscaling marks: the same file as with the full-size mask, from a PNG (in memory) and from a TIFF
+    (read region by region, never whole); the mapping is Pillow's; a mask of another aspect is refused."""
+    from PIL import Image
+
+    from neurodiff.tasks.inpaint_cli import OverviewMask, overview_factor
+
+    img = mni[10:190, 20:140, 90].astype(np.uint8)                 # 180 x 120
+    io.write(tmp_path / "section.tif", img[None], io.ImageMeta(format="tiff", dtype="uint8"))
+    small = np.zeros((60, 40), np.uint8)
+    small[12:25, 8:31] = 255
+    small[40:44, 3:6] = 7
+    io.write(tmp_path / "thumb.png", small[None])
+    io.write(tmp_path / "thumb.tif", small[None])
+    io.write(tmp_path / "full.png", np.kron(small, np.ones((3, 3), np.uint8))[None])
+    args = lambda mask, out: ["inpaint", str(tiny_run), "--image", str(tmp_path / "section.tif"),  # noqa: E731
+                              "--mask", str(tmp_path / mask), "--out", str(tmp_path / out), "--steps", "3",
+                              "--jump", "1", "--resample", "1", "--no-progress"]
+    assert main(args("full.png", "full.npy")) == 0
+    assert main(args("thumb.png", "thumb.npy")) == 0
+    assert "scaled up 3x to the image's 180x120" in capsys.readouterr().out
+    real_read = io.read
+
+    def read(path, *a, **kw):
+        assert Path(path).suffix != ".tif", f"{path} read whole"
+        return real_read(path, *a, **kw)
+
+    monkeypatch.setattr(io, "read", read)
+    assert main(args("thumb.tif", "lazy.tif")) == 0
+    monkeypatch.setattr(io, "read", real_read)
+    full = io.read(tmp_path / "full.npy")[0]
+    assert not np.array_equal(full, img[None])
+    assert np.array_equal(io.read(tmp_path / "thumb.npy")[0], full)
+    assert np.array_equal(io.read(tmp_path / "lazy.tif")[0], full)
+    # a factor that is not whole (a thumbnail's size rounded): Pillow's nearest neighbour, any region alike
+    assert overview_factor((60, 40), (179, 121)) == pytest.approx(179 / 60)
+    up = OverviewMask(small[None], (179, 121))
+    whole = up[(slice(None), slice(0, 179), slice(0, 121))]
+    assert np.array_equal(whole[0], np.asarray(Image.fromarray(small).resize((121, 179), Image.NEAREST)))
+    assert np.array_equal(up[(slice(None), slice(50, 97), slice(13, 121))], whole[:, 50:97, 13:121])
+    assert up[(slice(None), slice(5, 5), slice(0, 3))].shape == (1, 0, 3)
+    assert overview_factor((60, 60), (180, 120)) is None and overview_factor((200, 130), (180, 120)) is None
+    io.write(tmp_path / "other.png", np.ones((1, 60, 60), np.uint8))
+    assert main(args("other.png", "x.npy")) == 2
+    err = capsys.readouterr().err
+    assert "other.png: mask shape [60, 60] does not match the image's [180, 120], nor is it the image scaled" in err
+
+
 def test_random_masks_cover_their_bin():
     from neurodiff.metrics.inpainting import BINS, random_mask
 

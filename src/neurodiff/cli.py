@@ -90,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     ip = sub.add_parser("inpaint", help="fill artefacts (tears, missing sections) with RePaint, at any image size")
     ip.add_argument("model", help="run or exported model folder")
     ip.add_argument("--image", required=True, help="image or volume to repair (TIFF/BigTIFF, PNG, NIfTI, NumPy)")
-    ip.add_argument("--mask", default=None, help="mask file of the image's size: non-zero = fill")
+    ip.add_argument("--mask", default=None, help="mask file (non-zero = fill) of the image's size or an overview's")
     ip.add_argument("--box", action="append", default=[], metavar="Y0:Y1,X0:X1",
                     help="a box to fill (repeatable; Z0:Z1,Y0:Y1,X0:X1 in 3D); with or instead of --mask")
     ip.add_argument("--out", required=True, help="output file (the format from its suffix; known pixels kept exactly)")

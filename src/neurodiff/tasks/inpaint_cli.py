@@ -34,14 +34,55 @@ def open_image(path, lazy: bool):
     return io.read(path)
 
 
+class OverviewMask:
+    """A mask image ``[C, *s]`` drawn on an overview of the image (the image scaled down by one factor, e.g. a
+    slide thumbnail), read at the image's size ``[C, *S]`` region by region, by nearest neighbour: pixel ``p`` of
+    an axis is the mask's pixel ``floor((p + 0.5) * s / S)`` (centres aligned, as Pillow's and Fiji's scaling)."""
+
+    def __init__(self, mask, spatial: tuple[int, ...]):
+        self.mask, self.shape, self.dtype = mask, (mask.shape[0], *spatial), mask.dtype
+
+    def __getitem__(self, key) -> np.ndarray:
+        channels, *region = key
+        idx = [(2 * np.arange(*r.indices(n), dtype=np.int64) + 1) * k // (2 * n)
+               for r, n, k in zip(region, self.shape[1:], self.mask.shape[1:])]
+        if any(i.size == 0 for i in idx):
+            return np.zeros((len(range(*channels.indices(self.shape[0]))), *[i.size for i in idx]), self.dtype)
+        block = np.asarray(self.mask[(channels, *[slice(int(i[0]), int(i[-1]) + 1) for i in idx])])
+        return block[(slice(None), *np.ix_(*[i - i[0] for i in idx]))]
+
+    def close(self) -> None:
+        if hasattr(self.mask, "close"):       # a lazy TIFF view holds its file open
+            self.mask.close()
+
+
+def overview_factor(mask_spatial, spatial) -> float | None:
+    """The factor by which ``spatial`` was scaled down to ``mask_spatial`` (one factor for every axis, each axis
+    within a pixel of it, as exports of a thumbnail round it), or None when it is not such an overview."""
+    axis = int(np.argmax(spatial))
+    f = spatial[axis] / max(mask_spatial[axis], 1)
+    ok = f > 1 and all(1 <= k <= n and abs(n / f - k) <= 1 for k, n in zip(mask_spatial, spatial))
+    return f if ok else None
+
+
 def read_mask(path, boxes: list[str], spatial: tuple[int, ...], lazy: bool) -> RegionMask:
     """The mask of ``--mask`` (non-zero in any channel = fill; a zarr or TIFF read region by region when ``lazy``)
-    and of the ``--box`` es, checked against the image's size."""
+    and of the ``--box`` es, checked against the image's size. A mask of the image scaled down by one factor (an
+    overview's) is scaled up to it region by region (`OverviewMask`)."""
     m = None
     if path:
         m, _ = open_image(path, lazy)
-        if tuple(m.shape[1:]) != tuple(spatial):
-            raise NeurodiffError(f"{path}: mask shape {list(m.shape[1:])} does not match the image's {list(spatial)}")
+        mask_spatial, spatial = tuple(m.shape[1:]), tuple(spatial)
+        if len(mask_spatial) == len(spatial) and mask_spatial != spatial:
+            f = overview_factor(mask_spatial, spatial)
+            if f is None:
+                raise NeurodiffError(f"{path}: mask shape {list(mask_spatial)} does not match the image's "
+                                     f"{list(spatial)}, nor is it the image scaled down by one factor (an overview)")
+            print(f"mask {path}: {'x'.join(map(str, mask_spatial))}, scaled up {f:.3g}x to the image's "
+                  f"{'x'.join(map(str, spatial))} (nearest neighbour)")
+            m = OverviewMask(m, spatial)
+        elif mask_spatial != spatial:
+            raise NeurodiffError(f"{path}: mask shape {list(mask_spatial)} does not match the image's {list(spatial)}")
     return RegionMask(spatial, m, box_bounds(boxes, spatial))
 
 
