@@ -300,7 +300,7 @@ def test_a_mask_drawn_on_an_overview_is_scaled_up_region_by_region(tiny_run, tmp
     (read region by region, never whole); the mapping is Pillow's; a mask of another aspect is refused."""
     from PIL import Image
 
-    from neurodiff.tasks.inpaint_cli import OverviewMask, overview_factor
+    from neurodiff.tasks.inpaint_cli import OverviewMask, overview_factor, read_mask
 
     img = mni[10:190, 20:140, 90].astype(np.uint8)                 # 180 x 120
     io.write(tmp_path / "section.tif", img[None], io.ImageMeta(format="tiff", dtype="uint8"))
@@ -337,6 +337,14 @@ def test_a_mask_drawn_on_an_overview_is_scaled_up_region_by_region(tiny_run, tmp
     assert np.array_equal(up[(slice(None), slice(50, 97), slice(13, 121))], whole[:, 50:97, 13:121])
     assert up[(slice(None), slice(5, 5), slice(0, 3))].shape == (1, 0, 3)
     assert overview_factor((60, 60), (180, 120)) is None and overview_factor((200, 130), (180, 120)) is None
+    assert overview_factor((60, 120), (180, 120)) is None            # in 2D both axes are scaled
+    # a stack whose slices were each drawn small (14 x 256 x 256 for 14 x 2048 x 2048): the slices are kept
+    assert overview_factor((14, 256, 256), (14, 2048, 2048)) == 8 and overview_factor((5, 8, 8), (14, 64, 64)) is None
+    stack = np.zeros((1, 3, 4, 5), np.uint8)
+    stack[0, 1, 1:3, 2:4] = 1
+    np.save(tmp_path / "stack.npy", stack)
+    vol = read_mask(tmp_path / "stack.npy", [], (3, 8, 10), lazy=False)
+    assert np.array_equal(vol[(slice(0, 3), slice(0, 8), slice(0, 10))], np.kron(stack[0], np.ones((1, 2, 2))) > 0)
     io.write(tmp_path / "other.png", np.ones((1, 60, 60), np.uint8))
     assert main(args("other.png", "x.npy")) == 2
     err = capsys.readouterr().err

@@ -57,11 +57,13 @@ class OverviewMask:
 
 
 def overview_factor(mask_spatial, spatial) -> float | None:
-    """The factor by which ``spatial`` was scaled down to ``mask_spatial`` (one factor for every axis, each axis
-    within a pixel of it, as exports of a thumbnail round it), or None when it is not such an overview."""
-    axis = int(np.argmax(spatial))
+    """The factor by which ``spatial`` was scaled down to ``mask_spatial`` (one factor for the plane's two axes and
+    any leading axis not kept whole, e.g. a stack's slices each drawn small; each axis within a pixel of it, as
+    exports of a thumbnail round it), or None when it is not such an overview."""
+    axis = int(np.argmax(spatial[-2:])) + len(spatial) - 2
     f = spatial[axis] / max(mask_spatial[axis], 1)
-    ok = f > 1 and all(1 <= k <= n and abs(n / f - k) <= 1 for k, n in zip(mask_spatial, spatial))
+    ok = f > 1 and all(1 <= k <= n and (abs(n / f - k) <= 1 or (k == n and a < len(spatial) - 2))
+                       for a, (k, n) in enumerate(zip(mask_spatial, spatial)))
     return f if ok else None
 
 
