@@ -59,7 +59,9 @@ class OverviewMask:
 def overview_factor(mask_spatial, spatial) -> float | None:
     """The factor by which ``spatial`` was scaled down to ``mask_spatial`` (one factor for the plane's two axes and
     any leading axis not kept whole, e.g. a stack's slices each drawn small; each axis within a pixel of it, as
-    exports of a thumbnail round it), or None when it is not such an overview."""
+    exports of a thumbnail round it), or None when it is not such an overview (or has another number of axes)."""
+    if len(mask_spatial) != len(spatial):
+        return None
     axis = int(np.argmax(spatial[-2:])) + len(spatial) - 2
     f = spatial[axis] / max(mask_spatial[axis], 1)
     ok = f > 1 and all(1 <= k <= n and (abs(n / f - k) <= 1 or (k == n and a < len(spatial) - 2))
@@ -75,7 +77,7 @@ def read_mask(path, boxes: list[str], spatial: tuple[int, ...], lazy: bool) -> R
     if path:
         m, _ = open_image(path, lazy)
         mask_spatial, spatial = tuple(m.shape[1:]), tuple(spatial)
-        if len(mask_spatial) == len(spatial) and mask_spatial != spatial:
+        if mask_spatial != spatial:
             f = overview_factor(mask_spatial, spatial)
             if f is None:
                 raise NeurodiffError(f"{path}: mask shape {list(mask_spatial)} does not match the image's "
@@ -83,8 +85,6 @@ def read_mask(path, boxes: list[str], spatial: tuple[int, ...], lazy: bool) -> R
             print(f"mask {path}: {'x'.join(map(str, mask_spatial))}, scaled up {f:.3g}x to the image's "
                   f"{'x'.join(map(str, spatial))} (nearest neighbour)")
             m = OverviewMask(m, spatial)
-        elif mask_spatial != spatial:
-            raise NeurodiffError(f"{path}: mask shape {list(mask_spatial)} does not match the image's {list(spatial)}")
     return RegionMask(spatial, m, box_bounds(boxes, spatial))
 
 
