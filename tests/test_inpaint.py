@@ -211,7 +211,8 @@ def test_a_stopped_inpaint_resumes_to_the_uninterrupted_result(tiny_run, tmp_pat
                                                               image_suffix, out_suffix):
     """A .zarr or .tif --out is written tile by tile into a hidden folder beside it, with a record of the tiles written:
     a stopped run keeps them, a rerun refuses to discard them, --resume with other settings is refused, and
-    --resume samples only the remaining tiles and gives the uninterrupted run's pixels."""
+    --resume samples only the remaining tiles and gives the uninterrupted run's pixels, also when the mask is given
+    as its overview (the same pixels to fill) instead."""
     import json
 
     import neurodiff.tasks.inpaint as inpaint_mod
@@ -222,9 +223,12 @@ def test_a_stopped_inpaint_resumes_to_the_uninterrupted_result(tiny_run, tmp_pat
     mask = np.zeros(img.shape, np.uint8)
     mask[40:70, 30:100] = 255
     io.write(tmp_path / "mask.png", mask[None])
-    args = lambda out, *more: ["inpaint", str(tiny_run), "--image", str(src), "--mask",  # noqa: E731
-                               str(tmp_path / "mask.png"), "--out", str(out), "--steps", "4", "--jump", "2",
-                               "--resample", "2", "--no-progress", *more]
+    io.write(tmp_path / "half.png", mask[None, ::2, ::2])           # an overview of the same mask (factor 2)
+    moved = np.roll(mask, 1, axis=0)
+    io.write(tmp_path / "moved.png", moved[None])
+    args = lambda out, *more, m="mask": ["inpaint", str(tiny_run), "--image", str(src), "--mask",  # noqa: E731
+                                         str(tmp_path / f"{m}.png"), "--out", str(out), "--steps", "4", "--jump",
+                                         "2", "--resample", "2", "--no-progress", *more]
     real, calls = inpaint_mod.repaint, []
 
     def counted(*a, **kw):
@@ -249,8 +253,9 @@ def test_a_stopped_inpaint_resumes_to_the_uninterrupted_result(tiny_run, tmp_pat
     assert main(args(out)) == 2 and "add --resume" in capsys.readouterr().err
     assert main(args(out, "--resume", "--seed", "1")) == 2 and "seed=0, not 1" in capsys.readouterr().err
     assert main(args(tmp_path / "x.png", "--resume")) == 2 and "needs a .zarr or .tif --out" in capsys.readouterr().err
-    calls.clear()
-    assert main(args(out, "--resume")) == 0 and "(2 written by the stopped run)" in capsys.readouterr().out
+    assert main(args(out, "--resume", m="moved")) == 2 and "had mask_sha1=" in capsys.readouterr().err
+    calls.clear()                     # the mask's overview marks the same pixels: the same run goes on
+    assert main(args(out, "--resume", m="half")) == 0 and "(2 written by the stopped run)" in capsys.readouterr().out
     assert len(calls) == n_tiles - 2                  # only the tiles the stopped run had not written
     assert np.array_equal(io.read(out)[0], whole)
     assert not part.exists() and not record.exists()
