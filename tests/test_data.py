@@ -33,6 +33,13 @@ def test_uint16_survives_read_normalise_denormalise_write_bit_exact(tmp_path):
     assert np.array_equal(r.denormalize(r.normalize(torch.from_numpy(a.astype(np.int32))), "uint16"), a)
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "int32", "int64", "uint64"])
+def test_denormalising_to_any_integer_type_rounds_and_clips(dtype):
+    n = Normalizer("minmax", -100.0, 155.0)          # 10.9 in data units, and the lowest value, below 0
+    y = n.denormalize(np.array([(10.9 + 100) / 255 * 2 - 1, -1.0]), dtype)
+    assert y.dtype == np.dtype(dtype) and y.tolist() == [11, max(-100, np.iinfo(dtype).min)]
+
+
 def test_percentile_normaliser_clips_and_is_fitted_on_all_files():
     a, b = np.arange(100, dtype=np.float32), np.arange(100, 200, dtype=np.float32)
     n = fit_normalizer(config.NormalizerConfig(kind="percentile", percentiles=[1, 99]), [a, b], "float32")

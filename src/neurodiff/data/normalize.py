@@ -31,9 +31,10 @@ class Normalizer:
         """[-1, 1] -> input units as ``dtype`` (numpy; rounded and clipped for integer dtypes)."""
         y = np.asarray(y.detach().cpu() if hasattr(y, "detach") else y, dtype=np.float64).clip(-1.0, 1.0)
         x = self.lo + (y + 1.0) * 0.5 * (self.hi - self.lo)
-        if dtype in INT_RANGES:
-            lo, hi = INT_RANGES[dtype]
-            return np.rint(x).clip(lo, hi).astype(dtype)
+        if np.issubdtype(np.dtype(dtype), np.integer):      # any integer type, 64-bit included
+            info = np.iinfo(dtype)
+            hi = float(info.max) if int(float(info.max)) <= info.max else np.nextafter(float(info.max), 0.0)
+            return np.rint(x).clip(float(info.min), hi).astype(dtype)
         return x.astype(dtype)
 
     def to_dict(self) -> dict:
