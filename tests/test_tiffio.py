@@ -25,14 +25,15 @@ def _check_regions(path, regions=REGIONS):
     return lazy
 
 
-@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.int16])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.int16, np.int64])
 def test_contiguous_tiff_regions_equal_the_whole_read(tmp_path, dtype):
     rng = np.random.default_rng(0)
     x = (rng.random((1, 48, 64)) * 1000).astype(dtype)
     io.write(tmp_path / "a.tif", x, io.ImageMeta("tiff", np.dtype(dtype).name, spacing=(0.5, 0.25), unit="um"))
     with tifffile.TiffFile(tmp_path / "a.tif") as t:
         assert t.series[0].dataoffset is not None         # the memory-map path
-    _check_regions(tmp_path / "a.tif")
+    lazy = _check_regions(tmp_path / "a.tif")
+    assert lazy.dtype.type is np.dtype(dtype).type        # the canonical type (zarr refuses tifffile's 'q')
 
 
 @pytest.mark.parametrize("kw", [dict(tile=(16, 16), compression="zlib"), dict(rowsperstrip=5, compression="zlib"),
@@ -54,6 +55,11 @@ def test_rgb_rgba_multichannel_and_volume_layouts(tmp_path):
     tifffile.imwrite(tmp_path / "rgba.tif", rgba, photometric="rgb", extrasamples=["unassalpha"])
     lazy = _check_regions(tmp_path / "rgba.tif", REGIONS + [(slice(1, 3), slice(0, 5), slice(0, 5))])
     assert lazy.shape == (3, 48, 64)
+    grey = rng.integers(0, 255, (48, 64), dtype=np.uint8)              # grey + alpha: the alpha is dropped too
+    tifffile.imwrite(tmp_path / "ga.tif", np.dstack([grey, np.full_like(grey, 255)]), photometric="minisblack",
+                     extrasamples=["unassalpha"])
+    assert np.array_equal(io.read(tmp_path / "ga.tif")[0], grey[None])
+    assert _check_regions(tmp_path / "ga.tif").shape == (1, 48, 64)
     two = rng.random((2, 48, 64)).astype(np.float32)                   # [C, H, W]: ImageJ CYX
     io.write(tmp_path / "two.tif", two)
     assert _check_regions(tmp_path / "two.tif", REGIONS + [(slice(1, 2), slice(9, 10), slice(0, 64))]).shape == two.shape

@@ -191,8 +191,8 @@ def _read_tiff_logged(p: Path, path, errors: list):
         x = tif.series[0].asarray()
     if errors:
         raise ValueError(errors[0])
-    if lay.rgba:
-        x = x.take(range(3), axis=lay.axes.index("S"))  # RGBA: drop alpha
+    if lay.colours:
+        x = x.take(range(lay.colours), axis=lay.axes.index("S"))  # RGBA, grey + alpha: drop the alpha
     x = x.reshape([x.shape[i] for i in lay.keep]).transpose(lay.order)
     return x.reshape((-1,) + x.shape[lay.n_chan:]), lay.meta
 

@@ -37,7 +37,7 @@ class TiffLayout:
     keep: list
     order: list
     n_chan: int
-    rgba: bool
+    colours: int       # samples per pixel kept when trailing ones are alpha (RGBA, grey + alpha), else 0: all
     meta: io.ImageMeta
 
 
@@ -52,7 +52,11 @@ def tiff_layout(tif, path) -> TiffLayout:
     xres, yres = (tags[k].value if k in tags else None for k in ("XResolution", "YResolution"))
     resunit = int(tags["ResolutionUnit"].value) if "ResolutionUnit" in tags else 2
     rgb = int(getattr(page, "photometric", 0)) == 2
-    rgba = "S" in axes and rgb and shape[axes.index("S")] == 4
+    samples = shape[axes.index("S")] if "S" in axes else 1
+    extra = list(getattr(page, "extrasamples", ()) or ())
+    alpha = len(extra) - next((i + 1 for i, e in enumerate(reversed(extra)) if int(e) not in (1, 2)), 0)
+    alpha = alpha or int(rgb and samples == 4)            # RGBA written without its ExtraSamples tag
+    colours = samples - alpha if "S" in axes and 0 < alpha < samples else 0
     keep = [i for i, a in enumerate(axes) if shape[i] > 1 or a in "YX"]
     ax = "".join(axes[i] for i in keep)
     chan = [a for a in ax if a in "CS"]
@@ -78,7 +82,7 @@ def tiff_layout(tif, path) -> TiffLayout:
     if depth and (spacing or z):
         spacing = (float(z or 1.0),) + (spacing or (1.0, 1.0))
     meta = io.ImageMeta("tiff", np.dtype(series.dtype).name, spacing, unit if spacing else None)
-    return TiffLayout(axes, shape, keep, order, len(chan), rgba, meta)
+    return TiffLayout(axes, shape, keep, order, len(chan), colours, meta)
 
 
 def tiff_plan(shape, dtype, meta) -> tuple[str, dict]:
@@ -126,7 +130,7 @@ class _View:
         self.path, self.lay, self.read = path, lay, read
         kept = [lay.shape[i] for i in lay.keep]
         dims = [kept[i] for i in lay.order]
-        chan = 3 if lay.rgba else (dims[0] if lay.n_chan else 1)
+        chan = lay.colours or (dims[0] if lay.n_chan else 1)
         self.shape = (chan, *dims[lay.n_chan:])
         self.dtype, self.ndim, self.tif = np.dtype(dtype), len(self.shape), None
         ax = "".join(lay.axes[i] for i in lay.keep)     # the kept axes' letters, in [C, *S] order
@@ -139,8 +143,8 @@ class _View:
             raise TypeError("TIFF regions are read with unit-step slices only")
         lay, want = self.lay, list(key)
         chan = key[0]
-        if lay.rgba:                 # channels 0-2 of the 4
-            r = range(3)[chan]
+        if lay.colours:              # the colour channels, not the alpha after them
+            r = range(lay.colours)[chan]
             chan = slice(r.start, r.stop) if len(r) else slice(0, 0)
         by_axis = dict(zip(self.target, ([chan] if lay.n_chan else []) + want[1:]))
         orig = []
@@ -183,6 +187,7 @@ def open_lazy(path):
         lay = tiff_layout(tif, path)
         series = tif.series[0]
         dtype = np.dtype(series.dtype)
+        dtype = np.dtype(dtype.name) if dtype.kind in "biuf" else dtype   # tifffile's 'q' -> int64 (zarr wants it)
         if lay.n_chan > 1 or dtype.kind not in "biuf":    # two channel axes merged, odd types: io.read decides
             read = None
         elif series.dataoffset is not None:          # contiguous, uncompressed: a memory map per region
