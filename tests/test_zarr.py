@@ -28,13 +28,20 @@ def test_plain_2d_array_and_ome_zarr_group_are_read(tmp_path):
     a = np.arange(12 * 10, dtype=np.uint16).reshape(12, 10)
     zarr.create_array(store=str(tmp_path / "plain.zarr"), data=a)
     assert np.array_equal(io.read(tmp_path / "plain.zarr")[0], a[None])
-    g = zarr.open_group(store=str(tmp_path / "ome.zarr"), mode="w")
-    g.create_array("0", data=a[None, None, None])            # [t, c, z, y, x]
-    g.attrs["ome"] = {"multiscales": [{"datasets": [{"path": "0", "coordinateTransformations": [
-        {"type": "scale", "scale": [1, 1, 2.0, 0.25, 0.25]}]}]}]}
-    y, meta = io.read(tmp_path / "ome.zarr")
-    assert y.shape == (1, 1, 12, 10) and np.array_equal(y[0, 0], a)
-    assert meta.spacing == pytest.approx((2.0, 0.25, 0.25))
+    for depth in (3, 1):                                     # [t, c, z, y, x]: a stack, and one plane (2D)
+        g = zarr.open_group(store=str(tmp_path / f"ome{depth}.zarr"), mode="w")
+        g.create_array("0", data=np.stack([a + k for k in range(depth)])[None, None])
+        g.attrs["ome"] = {"multiscales": [{"datasets": [{"path": "0", "coordinateTransformations": [
+            {"type": "scale", "scale": [1, 1, 2.0, 0.25, 0.25]}]}]}]}
+        y, meta = io.read(tmp_path / f"ome{depth}.zarr")
+        if depth == 3:
+            assert y.shape == (1, 3, 12, 10) and np.array_equal(y[0, 2], a + 2)
+            assert meta.spacing == pytest.approx((2.0, 0.25, 0.25))
+        else:                                                # as bioformats2raw writes a 2D image
+            assert y.shape == (1, 12, 10) and np.array_equal(y[0], a)
+            assert meta.spacing == pytest.approx((0.25, 0.25))
+            lazy, _ = zarrio.open_lazy(tmp_path / "ome1.zarr")
+            assert np.array_equal(lazy[:, 3:5, 2:9], a[None, 3:5, 2:9]) and np.array_equal(lazy[0], a)
 
 
 def test_lazy_regions_read_only_what_is_asked(tmp_path):

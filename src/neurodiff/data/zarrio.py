@@ -65,8 +65,11 @@ def open_lazy(path, max_voxels: int = 2**40):
         node = node["0"]
         attrs = {**attrs, **dict(node.attrs)}
     shape = tuple(int(s) for s in node.shape)
+    ome5 = len(shape) == 5
     while len(shape) > 4 and shape[0] == 1:                     # OME-Zarr [t, c, z, y, x] with one time point
         node, shape = _Squeeze(node), shape[1:]
+    if ome5 and len(shape) == 4 and shape[1] == 1:              # ... and one plane: a 2D image [c, y, x]
+        node, shape = _Squeeze(node, 1), (shape[0], *shape[2:])
     if np.dtype(node.dtype).kind not in "biuf":
         raise _err(path, f"unsupported data type {np.dtype(node.dtype).name} (expected integer or float)")
     if len(shape) not in (2, 3, 4) or 0 in shape or math.prod(shape) > max_voxels:
@@ -81,14 +84,16 @@ def open_lazy(path, max_voxels: int = 2**40):
 
 
 class _Squeeze:
-    """A lazy array less its leading axis of length 1."""
+    """A lazy array less its axis ``axis`` of length 1."""
 
-    def __init__(self, a):
-        self.a, self.shape, self.dtype = a, tuple(a.shape[1:]), a.dtype
+    def __init__(self, a, axis: int = 0):
+        self.a, self.axis, self.dtype = a, axis, a.dtype
+        self.shape = tuple(n for i, n in enumerate(a.shape) if i != axis)
 
     def __getitem__(self, key):
         key = key if isinstance(key, tuple) else (key,)
-        return np.asarray(self.a[(0, *key)])
+        key = key + (slice(None),) * (len(self.shape) - len(key))
+        return np.asarray(self.a[(*key[:self.axis], 0, *key[self.axis:])])
 
     def __setitem__(self, key, v):
         raise TypeError("read-only")
