@@ -254,13 +254,42 @@ def test_a_stopped_inpaint_resumes_to_the_uninterrupted_result(tiny_run, tmp_pat
     assert main(args(out, "--resume", "--seed", "1")) == 2 and "seed=0, not 1" in capsys.readouterr().err
     assert main(args(tmp_path / "x.png", "--resume")) == 2 and "needs a .zarr or .tif --out" in capsys.readouterr().err
     assert main(args(out, "--resume", m="moved")) == 2 and "had mask_sha1=" in capsys.readouterr().err
-    calls.clear()                     # the mask's overview marks the same pixels: the same run goes on
-    assert main(args(out, "--resume", m="half")) == 0 and "(2 written by the stopped run)" in capsys.readouterr().out
+    calls.clear()       # the mask's overview marks the same pixels, the default tile spelled out: the same run
+    assert main(args(out, "--resume", "--tile", "32", "--overlap", "8", m="half")) == 0
+    assert "(2 written by the stopped run)" in capsys.readouterr().out
     assert len(calls) == n_tiles - 2                  # only the tiles the stopped run had not written
     assert np.array_equal(io.read(out)[0], whole)
     assert not part.exists() and not record.exists()
     assert main(args(out, "--resume")) == 2 and "no stopped run" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_bad_settings_and_outputs_are_refused_before_any_work(tiny_run, tmp_path, mni, monkeypatch, capsys):
+    """Settings the run cannot use, an output format that cannot hold the image, an image the model cannot take:
+    one line naming the option or file, before the image is copied or a tile sampled, and nothing left behind."""
+    import neurodiff.tasks.inpaint as inpaint_mod
+    from neurodiff.data import zarrio
+
+    def no_work(*a, **kw):
+        raise AssertionError("work started")
+
+    monkeypatch.setattr(inpaint_mod, "repaint", no_work)
+    monkeypatch.setattr(zarrio, "copy_regions", no_work)
+    io.write(tmp_path / "grey.tif", mni[10:190, 20:140, 90].astype(np.float32)[None])
+    io.write(tmp_path / "rgb.tif", np.zeros((3, 64, 64), np.uint8))
+    for image, out, more, error in [
+            ("grey", "x.png", [], "x.png: PNG holds uint8 or uint16, got float32"),
+            ("grey", "x.tif", ["--tile", "31"], "--tile 31: expected 0 (the whole image) or a positive multiple of"),
+            ("grey", "x.tif", ["--tile", "-32"], "--tile -32: expected 0 (the whole image) or a positive multiple"),
+            ("grey", "x.tif", ["--tile", "32", "--overlap", "32"], "--overlap 32: expected 0 <= overlap < tile"),
+            ("grey", "x.zarr", ["--steps", "-3"], "--steps: expected an integer >= 1, got -3"),
+            ("grey", "x.tif", ["--eta", "5"], "--eta: expected a number in [0, 1], got 5"),
+            ("rgb", "x.tif", [], "rgb.tif: the image has 3 channel(s), the model takes 1")]:
+        assert main(["inpaint", str(tiny_run), "--image", str(tmp_path / f"{image}.tif"), "--box",
+                     "1:9,1:9", "--out", str(tmp_path / out), "--no-progress", *more]) == 2
+        err = capsys.readouterr().err
+        assert error in err and len(err.strip().splitlines()) == 1, (more, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grey.tif", "rgb.tif"]
 
 
 def test_tiff_image_and_mask_are_read_and_the_tiff_written_by_region(tiny_run, tmp_path, mni, monkeypatch, capsys):
@@ -343,6 +372,8 @@ def test_a_mask_drawn_on_an_overview_is_scaled_up_region_by_region(tiny_run, tmp
     assert up[(slice(None), slice(5, 5), slice(0, 3))].shape == (1, 0, 3)
     assert overview_factor((60, 60), (180, 120)) is None and overview_factor((200, 130), (180, 120)) is None
     assert overview_factor((60, 120), (180, 120)) is None            # in 2D both axes are scaled
+    for short in [(179, 120), (180, 119), (179, 119), (150, 100)]:     # a crop, or a factor under 1.5
+        assert overview_factor(short, (180, 120)) is None
     # a stack whose slices were each drawn small (14 x 256 x 256 for 14 x 2048 x 2048): the slices are kept
     assert overview_factor((14, 256, 256), (14, 2048, 2048)) == 8 and overview_factor((5, 8, 8), (14, 64, 64)) is None
     stack = np.zeros((1, 3, 4, 5), np.uint8)

@@ -10,6 +10,7 @@ import itertools
 import logging
 import math
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -303,6 +304,40 @@ _READERS = {"png": _read_pillow, "jpeg": _read_pillow, "tiff": _read_tiff,
 
 def write(path, x: np.ndarray, meta: ImageMeta | None = None) -> None:
     """Write ``x`` ([C,*S], or a bare [H,W]) atomically; the format comes from the suffix."""
+    fmt, x, meta = _checked(path, x, meta)
+    p = Path(path)
+    if fmt == "zarr":
+        from neurodiff.data import zarrio
+        return zarrio.write(path, x, meta)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    suf = _suffix(p)
+    # hidden temp name in the same folder (same filesystem for os.replace), real suffix last
+    tmp = p.with_name(f".{p.name[:-len(suf)]}.tmp{os.getpid()}-{next(_tmp_counter)}{p.name[-len(suf):]}")
+    try:
+        _WRITERS[fmt](tmp, path, x, meta)
+        os.replace(tmp, p)
+    except Exception as exc:
+        _one_line(path, fmt, exc)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def check_writable(path, shape, dtype, meta: ImageMeta | None = None) -> None:
+    """One-line error, before long work, when an array of ``shape`` [C, *S] and ``dtype`` cannot be written to
+    ``path`` (its format's limits on channels, axes and data types): a stand-in of at most 2 pixels an axis is
+    written to a temporary folder."""
+    stand = np.zeros((int(shape[0]), *[min(int(n), 2) for n in shape[1:]]), np.dtype(dtype))
+    fmt, stand, meta = _checked(path, stand, meta)
+    if fmt != "zarr":
+        with tempfile.TemporaryDirectory() as d:
+            try:
+                _WRITERS[fmt](Path(d) / f"stand-in{_suffix(path)}", path, stand, meta)
+            except Exception as exc:
+                _one_line(path, fmt, exc)
+
+
+def _checked(path, x, meta):
+    """(format, x as [C,*S], meta) for ``write``, or a one-line error naming ``path``."""
     fmt = writable_format(path)
     x = np.asarray(x)
     if x.ndim == 2:
@@ -318,22 +353,14 @@ def write(path, x: np.ndarray, meta: ImageMeta | None = None) -> None:
         if sp.shape != (x.ndim - 1,) or not np.all(np.isfinite(sp) & (sp > 0)):
             raise _err(path, f"spacing {tuple(meta.spacing)} does not fit array {tuple(x.shape)}; "
                              f"expected {x.ndim - 1} positive numbers")
-    p = Path(path)
-    if fmt == "zarr":
-        from neurodiff.data import zarrio
-        return zarrio.write(path, x, meta)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    suf = _suffix(p)
-    # hidden temp name in the same folder (same filesystem for os.replace), real suffix last
-    tmp = p.with_name(f".{p.name[:-len(suf)]}.tmp{os.getpid()}-{next(_tmp_counter)}{p.name[-len(suf):]}")
-    try:
-        _WRITERS[fmt](tmp, path, x, meta)
-        os.replace(tmp, p)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, NeurodiffError) or not isinstance(exc, Exception):
-            raise
-        raise _err(path, f"cannot write {fmt.upper()} ({_reason(exc)})") from exc
+    return fmt, x, meta
+
+
+def _one_line(path, fmt: str, exc: Exception):
+    """Raise a failed write of ``path`` as a one-line error naming it (ours as they are)."""
+    if isinstance(exc, NeurodiffError):
+        raise exc
+    raise _err(path, f"cannot write {fmt.upper()} ({_reason(exc)})") from exc
 
 
 def _write_pillow(tmp: Path, path, x, meta):

@@ -218,12 +218,13 @@ def _device(model, device):
     return device if device is not None else next(model.net.parameters(), torch.empty(0)).device
 
 
-def _plan(cfg, steps: int, jump: int, resample: int, jump_until: float, eta: float):
+def repaint_plan(cfg, steps: int, jump: int, resample: int, jump_until: float, eta: float):
     """(normaliser, preconditioning, sigmas float64, jump schedule, scale of the initial noise) of a RePaint run."""
+    jump_schedule(steps, jump, resample, jump_until)          # one-line errors for the settings first
+    _check_eta(eta)
     precond, d = make_precond(cfg.diffusion), cfg.diffusion
     sigmas = sampling_sigmas(precond, steps, d.sigma_min, d.sigma_max, d.rho).to(torch.float64)
     schedule = jump_schedule(len(sigmas) - 1, jump, resample, jump_until)
-    _check_eta(eta)
     init = float((1 + sigmas[0] ** 2).sqrt() / sigmas[0]) if getattr(precond, "sigma_table", None) is not None else 1.0
     return Normalizer(**cfg.data.meta["normalizer"]), precond, sigmas, schedule, init
 
@@ -250,7 +251,7 @@ def inpaint_batch(model, image: np.ndarray, masks: np.ndarray, seeds: list[int],
                              f"{list(image.shape)} ([C, *S], or [N, C, *S]: one per mask) and one seed per mask")
     _check_inputs(model, image[0] if per_mask else image, masks.shape[1:], cfg.model.in_channels)
     device = _device(model, device)
-    norm, precond, sigmas, schedule, init = _plan(cfg, steps, jump, resample, jump_until, eta)
+    norm, precond, sigmas, schedule, init = repaint_plan(cfg, steps, jump, resample, jump_until, eta)
     n = len(masks)
     image = image if per_mask else image[None]
     if per_mask and not np.isfinite(image).all():
@@ -308,14 +309,9 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
     lazy = not isinstance(image, np.ndarray)
     device = _device(model, device)
     autocast = sampling_autocast(precision, device)
-    norm, precond, sigmas, schedule, init = _plan(cfg, steps, jump, resample, jump_until, eta)
+    norm, precond, sigmas, schedule, init = repaint_plan(cfg, steps, jump, resample, jump_until, eta)
     factor = 2 ** (len(cfg.model.channel_mult) - 1) * codec.factor
-    tile = tile if tile is not None else max(cfg.data.meta.get("shape", [0, 256])[1:]) * codec.factor
-    if tile and tile % factor:
-        raise NeurodiffError(f"--tile {tile}: must be a multiple of {factor} (the model's downsampling)")
-    overlap = min(32, tile // 4) if overlap is None else overlap
-    if tile and not 0 <= overlap < tile:
-        raise NeurodiffError(f"--overlap {overlap}: expected 0 <= overlap < tile ({tile})")
+    tile, overlap = tile_settings(model, tile, overlap, codec)
     whole = not tile or all(n <= tile for n in spatial)
     # per axis: the tiles' intervals and the parts of them each tile writes (the tile less overlap // 2 inside)
     spans = [[slice(0, n)] for n in spatial] if whole else axis_spans(list(spatial), tile, overlap)
@@ -375,6 +371,20 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
                  "network_calls_per_tile": network_calls(schedule),
                  "fraction_filled": filled / float(np.prod(spatial)),
                  "schedule_steps": len(schedule) - 1, "resumed_tile_step": resumed, "seconds_before": spent}
+
+
+def tile_settings(model, tile: int | None, overlap: int | None, codec) -> tuple[int, int]:
+    """(tile, overlap) as ``inpaint_array`` uses them: None = the model's training size (in pixels: a latent model's
+    times its codec's factor) and min(32, tile / 4); one-line errors for values it cannot use."""
+    factor = 2 ** (len(model.cfg.model.channel_mult) - 1) * codec.factor
+    tile = tile if tile is not None else max(model.cfg.data.meta.get("shape", [0, 256])[1:]) * codec.factor
+    if tile < 0 or tile % factor:
+        raise NeurodiffError(f"--tile {tile}: expected 0 (the whole image) or a positive multiple of {factor} "
+                             "(the model's downsampling)")
+    overlap = min(32, tile // 4) if overlap is None else overlap
+    if tile and not 0 <= overlap < tile:
+        raise NeurodiffError(f"--overlap {overlap}: expected 0 <= overlap < tile ({tile})")
+    return tile, overlap
 
 
 def _tiles_to_sample(mask, spatial, spans, areas) -> tuple[list[int], int]:

@@ -16,7 +16,8 @@ from neurodiff.data import io
 from neurodiff.data.temps import write_text_atomic
 from neurodiff.errors import NeurodiffError
 from neurodiff.tasks.generate import covariate_row, parse_covariates, resolve_label
-from neurodiff.tasks.inpaint import RegionMask, box_bounds, check_image, inpaint_array
+from neurodiff.tasks.inpaint import (RegionMask, box_bounds, check_image, inpaint_array, repaint_plan,
+                                     tile_settings)
 from neurodiff.tasks.repaint_state import clear
 
 SCAN_PIXELS = 2**24     # the mask is hashed and counted in bands of about this many pixels
@@ -59,13 +60,15 @@ class OverviewMask:
 def overview_factor(mask_spatial, spatial) -> float | None:
     """The factor by which ``spatial`` was scaled down to ``mask_spatial`` (one factor for the plane's two axes and
     any leading axis not kept whole, e.g. a stack's slices each drawn small; each axis within a pixel of it, as
-    exports of a thumbnail round it), or None when it is not such an overview (or has another number of axes)."""
+    exports of a thumbnail round it), or None when it is not such an overview (or has another number of axes).
+    An overview is at most 2/3 of the image's size (a factor of 1.5 or more) on both axes of the plane: a mask a
+    few pixels short of the image is a crop or a mistake, not an overview."""
     if len(mask_spatial) != len(spatial):
         return None
     axis = int(np.argmax(spatial[-2:])) + len(spatial) - 2
     f = spatial[axis] / max(mask_spatial[axis], 1)
-    ok = f > 1 and all(1 <= k <= n and (abs(n / f - k) <= 1 or (k == n and a < len(spatial) - 2))
-                       for a, (k, n) in enumerate(zip(mask_spatial, spatial)))
+    ok = f >= 1.5 and all(1 <= k <= n and (abs(n / f - k) <= 1 or (k == n and a < len(spatial) - 2))
+                          for a, (k, n) in enumerate(zip(mask_spatial, spatial)))
     return f if ok else None
 
 
@@ -81,7 +84,8 @@ def read_mask(path, boxes: list[str], spatial: tuple[int, ...], lazy: bool) -> R
             f = overview_factor(mask_spatial, spatial)
             if f is None:
                 raise NeurodiffError(f"{path}: mask shape {list(mask_spatial)} does not match the image's "
-                                     f"{list(spatial)}, nor is it the image scaled down by one factor (an overview)")
+                                     f"{list(spatial)}, nor is it the image scaled down by one factor of 1.5 or "
+                                     "more (an overview)")
             print(f"mask {path}: {'x'.join(map(str, mask_spatial))}, scaled up {f:.3g}x to the image's "
                   f"{'x'.join(map(str, spatial))} (nearest neighbour)")
             m = OverviewMask(m, spatial)
@@ -182,7 +186,13 @@ def run_inpaint(args, load_model) -> dict:
     mask = None
     try:
         mask = read_mask(args.mask, args.box, tuple(image.shape[1:]), tiled_out)
-        check_image(model, image, mask.shape)              # before any copy of a large image
+        try:                                                 # all of it before any copy of a large image
+            codec = check_image(model, image, mask.shape)
+        except NeurodiffError as exc:
+            raise NeurodiffError(f"{args.image}: {exc}") from None
+        io.check_writable(args.out, image.shape, image.dtype, meta)
+        args.tile, args.overlap = tile_settings(model, args.tile, args.overlap, codec)   # as recorded for --resume
+        repaint_plan(model.cfg, args.steps, args.jump, args.resample, args.jump_until, args.eta)
         return _inpaint(args, model, image, meta, mask, tiled_out, t0)
     finally:                                               # lazy TIFF views hold their files open
         for x in (image, getattr(mask, "image", None)):
