@@ -28,10 +28,10 @@ def test_plain_2d_array_and_ome_zarr_group_are_read(tmp_path):
     a = np.arange(12 * 10, dtype=np.uint16).reshape(12, 10)
     zarr.create_array(store=str(tmp_path / "plain.zarr"), data=a)
     assert np.array_equal(io.read(tmp_path / "plain.zarr")[0], a[None])
-    for depth in (3, 1):                                     # [t, c, z, y, x]: a stack, and one plane (2D)
+    for depth, level in ((3, "0"), (1, "s0")):               # [t, c, z, y, x]: a stack, and one plane (2D)
         g = zarr.open_group(store=str(tmp_path / f"ome{depth}.zarr"), mode="w")
-        g.create_array("0", data=np.stack([a + k for k in range(depth)])[None, None])
-        g.attrs["ome"] = {"multiscales": [{"datasets": [{"path": "0", "coordinateTransformations": [
+        g.create_array(level, data=np.stack([a + k for k in range(depth)])[None, None])
+        g.attrs["ome"] = {"multiscales": [{"datasets": [{"path": level, "coordinateTransformations": [
             {"type": "scale", "scale": [1, 1, 2.0, 0.25, 0.25]}]}]}]}
         y, meta = io.read(tmp_path / f"ome{depth}.zarr")
         if depth == 3:

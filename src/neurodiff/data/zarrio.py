@@ -55,14 +55,18 @@ def open_lazy(path, max_voxels: int = 2**40):
         raise _err(path, f"cannot read ZARR ({' '.join(str(exc).split())[:300]})") from exc
     attrs, scale = dict(node.attrs), None
     if not hasattr(node, "shape"):                              # a group: OME-Zarr's full-resolution level
-        if "0" not in node:
-            raise _err(path, "a zarr group without an array '0'; expected a zarr array or an OME-Zarr image")
         try:
             ds = attrs.get("ome", attrs)["multiscales"][0]["datasets"][0]
+        except (KeyError, IndexError, TypeError):
+            ds = {}
+        level = str(ds.get("path", "0")) if isinstance(ds, dict) else "0"     # "0", or e.g. "s0", "scale0"
+        if level not in node:
+            raise _err(path, f"a zarr group without an array '{level}'; expected a zarr array or an OME-Zarr image")
+        try:
             scale = next(t["scale"] for t in ds["coordinateTransformations"] if t["type"] == "scale")
         except (KeyError, IndexError, TypeError, StopIteration):
             scale = None
-        node = node["0"]
+        node = node[level]
         attrs = {**attrs, **dict(node.attrs)}
     shape = tuple(int(s) for s in node.shape)
     ome5 = len(shape) == 5
