@@ -385,6 +385,15 @@ def test_a_mask_drawn_on_an_overview_is_scaled_up_region_by_region(tiny_run, tmp
     assert main(args("other.png", "x.npy")) == 2
     err = capsys.readouterr().err
     assert "other.png: mask shape [60, 60] does not match the image's [180, 120], nor is it the image scaled" in err
+    import tifffile                                   # a refused lazy TIFF mask does not keep its file open
+
+    from neurodiff.data import tiffio
+    tifffile.imwrite(tmp_path / "other.tif", np.ones((64, 64), np.uint8), tile=(16, 16), compression="zlib")
+    closed, real_close = [], tiffio._View.close
+    monkeypatch.setattr(tiffio._View, "close", lambda self: closed.append(1) or real_close(self))
+    with pytest.raises(NeurodiffError, match="does not match"):
+        read_mask(tmp_path / "other.tif", [], (180, 120), lazy=True)
+    assert closed == [1]
 
 
 def test_random_masks_cover_their_bin():

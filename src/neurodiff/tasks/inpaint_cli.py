@@ -76,20 +76,23 @@ def read_mask(path, boxes: list[str], spatial: tuple[int, ...], lazy: bool) -> R
     """The mask of ``--mask`` (non-zero in any channel = fill; a zarr or TIFF read region by region when ``lazy``)
     and of the ``--box`` es, checked against the image's size. A mask of the image scaled down by one factor (an
     overview's) is scaled up to it region by region (`OverviewMask`)."""
-    m = None
+    m, spatial = None, tuple(spatial)
+    bounds = box_bounds(boxes, spatial)
     if path:
         m, _ = open_image(path, lazy)
-        mask_spatial, spatial = tuple(m.shape[1:]), tuple(spatial)
+        mask_spatial = tuple(m.shape[1:])
         if mask_spatial != spatial:
             f = overview_factor(mask_spatial, spatial)
             if f is None:
+                if hasattr(m, "close"):             # a lazy TIFF view holds its file open
+                    m.close()
                 raise NeurodiffError(f"{path}: mask shape {list(mask_spatial)} does not match the image's "
                                      f"{list(spatial)}, nor is it the image scaled down by one factor of 1.5 or "
                                      "more (an overview)")
             print(f"mask {path}: {'x'.join(map(str, mask_spatial))}, scaled up {f:.3g}x to the image's "
                   f"{'x'.join(map(str, spatial))} (nearest neighbour)")
             m = OverviewMask(m, spatial)
-    return RegionMask(spatial, m, box_bounds(boxes, spatial))
+    return RegionMask(spatial, m, bounds)
 
 
 def scan_mask(mask: RegionMask) -> tuple[str, int]:
