@@ -792,6 +792,35 @@ def test_floor_bench_pairs_windows_that_do_not_overlap_and_tables_by_nuclei_coun
     assert [(t["nuclei"], t["rows"], t["e"]) for t in table] == [("5-9", 2, pytest.approx(0.2)), ("40-79", 1, 0.5)]
 
 
+def test_seams_bench_finds_the_lines_where_the_writing_tile_changes_and_flags_steps_there(monkeypatch):
+    """bench/inpaint_seams.py: its tile owners are inpaint_array's (each tile fills with its own value here), and
+    its ratio is about 1 on noise, well above 1 where each tile's area is offset."""
+    import neurodiff.tasks.inpaint as inpaint_mod
+
+    sb = _load_bench("inpaint_seams")
+    own = sb.owners(256, 64, 16)
+    assert np.flatnonzero(np.r_[False, own[1:] != own[:-1]]).tolist() == [56, 104, 152, 200]
+    calls = []
+
+    def one_value(D, known, mask, *a, **kw):           # tile number k fills with the value k (in [-1, 1] units)
+        calls.append(1)
+        return torch.where(mask, -1 + 2 * len(calls) / 255, known).float()
+
+    monkeypatch.setattr(inpaint_mod, "repaint", one_value)
+    hole = np.zeros((256, 256), bool)
+    hole[48:208, 48:208] = True
+    y, _ = inpaint_array(flat_model(2, [64, 64]), np.zeros((1, 256, 256), np.uint8), hole, tile=64, overlap=16)
+    ids = np.unique(y[0][hole], return_inverse=True)[1].reshape(160, 160)
+    assert len(calls) == 25 and np.array_equal(ids, own[48:208, None] * 5 + own[None, 48:208])   # grid order
+    rng = np.random.default_rng(0)
+    noise = [rng.normal(size=(256, 256)) for _ in range(2)]
+    offset = [n + 3 * (own[:, None] % 2 + own[None, :] % 2) for n in noise]
+    for measure in sb.MEASURES:
+        flat = sb.seam_ratios(noise, 48, 208, own, measure)
+        assert 0.8 < flat["tile_boundary_ratio"] < 1.25 and 0.8 < flat["hole_edge_ratio"] < 1.25
+        assert sb.seam_ratios(offset, 48, 208, own, measure)["tile_boundary_ratio"] > 2
+
+
 def test_tif_outputs_go_tile_by_tile_only_with_zarr_installed(monkeypatch):
     import importlib.util
 
