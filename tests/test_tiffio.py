@@ -60,6 +60,10 @@ def test_rgb_rgba_multichannel_and_volume_layouts(tmp_path):
                      extrasamples=["unassalpha"])
     assert np.array_equal(io.read(tmp_path / "ga.tif")[0], grey[None])
     assert _check_regions(tmp_path / "ga.tif").shape == (1, 48, 64)
+    for extra, kept in ((["unspecified", "unassalpha"], 2), (["unassalpha", "unspecified"], 3)):
+        tifffile.imwrite(tmp_path / "gx.tif", np.dstack([grey] * 3), photometric="minisblack", extrasamples=extra)
+        assert io.read(tmp_path / "gx.tif")[0].shape == (kept, 48, 64)   # only a trailing alpha is dropped
+        assert _check_regions(tmp_path / "gx.tif").shape == (kept, 48, 64)
     two = rng.random((2, 48, 64)).astype(np.float32)                   # [C, H, W]: ImageJ CYX
     io.write(tmp_path / "two.tif", two)
     assert _check_regions(tmp_path / "two.tif", REGIONS + [(slice(1, 2), slice(9, 10), slice(0, 64))]).shape == two.shape

@@ -54,7 +54,7 @@ def tiff_layout(tif, path) -> TiffLayout:
     rgb = int(getattr(page, "photometric", 0)) == 2
     samples = shape[axes.index("S")] if "S" in axes else 1
     extra = list(getattr(page, "extrasamples", ()) or ())
-    alpha = len(extra) - next((i + 1 for i, e in enumerate(reversed(extra)) if int(e) not in (1, 2)), 0)
+    alpha = next((i for i, e in enumerate(reversed(extra)) if int(e) not in (1, 2)), len(extra))   # trailing
     alpha = alpha or int(rgb and samples == 4)            # RGBA written without its ExtraSamples tag
     colours = samples - alpha if "S" in axes and 0 < alpha < samples else 0
     keep = [i for i, a in enumerate(axes) if shape[i] > 1 or a in "YX"]
