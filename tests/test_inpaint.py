@@ -12,7 +12,8 @@ from neurodiff.data import io
 from neurodiff.diffusion.denoiser import EDM
 from neurodiff.errors import NeurodiffError
 from neurodiff.diffusion.schedules import karras
-from neurodiff.tasks.inpaint import inpaint_array, jump_schedule, network_calls, parse_boxes, repaint
+from neurodiff.tasks.inpaint import inpaint_array, jump_schedule, network_calls, repaint
+from neurodiff.tasks.masks import RegionMask, parse_boxes
 
 S = 0.5     # data: every pixel of an image equals one value v ~ N(0, S^2)
 
@@ -835,7 +836,7 @@ def test_tif_outputs_go_tile_by_tile_only_with_zarr_installed(monkeypatch):
 def test_tile_bookkeeping_by_region_matches_a_full_size_todo_mask():
     """Which tiles are sampled, what each fills and what it writes are found from the tiles' written parts,
     reading the mask by region (no full-size copy); a reference keeps the full-size 'still to fill' mask."""
-    from neurodiff.tasks.inpaint import RegionMask, _commit_area, _tile_fill, _tiles_to_sample
+    from neurodiff.tasks.inpaint import _commit_area, _tile_fill, _tiles_to_sample
     from neurodiff.tiling import axis_spans, regions
 
     def reference(mask, tile, overlap):
@@ -872,7 +873,6 @@ def test_tile_bookkeeping_by_region_matches_a_full_size_todo_mask():
 def test_mask_scan_reads_bounded_bands_of_large_volumes(monkeypatch):
     """The mask's hash and count: bands of about SCAN_PIXELS, also when one plane of a volume is larger."""
     import neurodiff.tasks.inpaint_cli as cli_mod
-    from neurodiff.tasks.inpaint import RegionMask
 
     rng = np.random.default_rng(5)
     vol = rng.random((5, 40, 30)) < 0.1

@@ -16,8 +16,8 @@ from neurodiff.data import io
 from neurodiff.data.temps import write_text_atomic
 from neurodiff.errors import NeurodiffError
 from neurodiff.tasks.generate import covariate_row, parse_covariates, resolve_label
-from neurodiff.tasks.inpaint import (RegionMask, box_bounds, check_image, inpaint_array, repaint_plan,
-                                     tile_settings)
+from neurodiff.tasks.inpaint import check_image, inpaint_array, repaint_plan, tile_settings
+from neurodiff.tasks.masks import RegionMask, box_bounds
 from neurodiff.tasks.repaint_state import clear
 
 SCAN_PIXELS = 2**24     # the mask is hashed and counted in bands of about this many pixels
