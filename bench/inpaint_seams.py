@@ -1,25 +1,28 @@
 """Does tiled inpainting leave seams? A large hole in real tissue, filled tile by tile, measured across the lines
 where one tile's written part meets the next one's.
 
-    python bench/inpaint_seams.py MODEL IMAGES OUT [--block 160] [--tile 64] [--overlap 16]
+    python bench/inpaint_seams.py MODEL IMAGES OUT [--block 160] [--tile 64] [--overlap 16] [--feathers 4,8]
                                   [--steps 50 --jump 5 --resample 5 --jump-until 0.5 --eta 0]
 
 IMAGES: a folder of 2D one-channel images (e.g. OUT/intact of bench/inpaint_he.sh, 256x256 H&E); MODEL: a model
-trained on that kind of image (e.g. OUT/run). In every image a centred square of ``--block`` px is filled three ways,
-all with the same schedule and seed:
+trained on that kind of image (e.g. OUT/run). In every image a centred square of ``--block`` px is filled these
+ways, all with the same schedule and seed:
 - *untiled*: the whole image as one tile (``--tile 0``) -- no tile boundaries at all;
-- *tiled*: ``inpaint`` as it runs on large images: tiles of ``--tile`` px overlapping by ``--overlap``, each tile a
-  RePaint run in which what earlier tiles filled counts as known;
+- *tiled*: tiles of ``--tile`` px overlapping by ``--overlap``, each tile a RePaint run in which what earlier tiles
+  filled counts as known, and meets it at a hard line (``feather=0``);
+- *feathered_F* for each F of ``--feathers``: the same, and each tile also refills F px of its neighbours' fills with
+  a soft mask (``inpaint_array``'s ``feather``; ``inpaint`` uses overlap // 2);
 - *independent tiles* (the control a seam metric must flag): each tile filled on its own from the original image,
   blind to its neighbours' fills, and pasted into the same written parts.
 Seams are measured on the lines where the owner of the pixels changes (a pixel is written by the first tile in grid
 order whose written part holds it): for every line position along both axes, inside the hole, the mean absolute
 difference across the line -- of single pixels (``pixel``: sharp seams) and of the means of 8-px strips on either
-side along 16-px segments (``strip``: offsets in brightness between tiles). The ratio of the mean on the tile
+side along 16-px segments (``strip``: offsets in brightness between tiles), and on the lines of the band a
+feathered tile refills (F px before each boundary: a step that feathering only moves shows there). The ratio of the mean on the tile
 boundaries to the mean on every other line in the hole is about 1 where there is no seam; the intact image gives
 the ratio that real tissue has on the same lines, and the hole's own edges (known pixels against filled ones) the
 discontinuity that any fill of this model and schedule has -- to a tile, its neighbours' fills are known pixels.
-OUT gets seams.json and, per image, the three fills as PNGs; ``--measure-only`` measures the PNGs already there.
+OUT gets seams.json and, per image, the fills as PNGs; ``--measure-only`` measures the PNGs already there.
 """
 
 from __future__ import annotations
@@ -61,23 +64,31 @@ def line_stats(y: np.ndarray, lo: int, hi: int, width: int, seg: int) -> dict[in
             for c in range(lo, hi + 1)}
 
 
-def seam_ratios(images: list[np.ndarray], lo: int, hi: int, own: np.ndarray, measure: str) -> dict:
+def seam_ratios(images: list[np.ndarray], lo: int, hi: int, own: np.ndarray, measure: str, band: int = 0) -> dict:
     """Means of the line statistic, both axes, all images: on the tile boundaries inside the hole, on the hole's
-    edges (known against filled), and on every other line whose strips lie inside the hole; ratios to the last."""
+    edges (known against filled), on the ``band`` lines before each boundary (where a feathered tile refills its
+    neighbour's fill: ``band_by_offset`` gives the mean at 1, 2, ... px before it, so a step the feathering only
+    moves shows there), and on every other line whose strips lie inside the hole; ratios to the last."""
     width, seg = MEASURES[measure]
-    edge = np.r_[False, own[1:] != own[:-1]]              # a line at c lies between pixels c-1 and c
-    groups = {"tile_boundary": [], "hole_edge": [], "other": []}
+    edge = np.flatnonzero(np.r_[False, own[1:] != own[:-1]])   # a line at c lies between pixels c-1 and c
+    before = {c - o: o for c in edge for o in range(1, band + 1)}
+    groups = {"tile_boundary": [], "hole_edge": [], "band": [], "other": []}
+    offsets = {o: [] for o in range(1, band + 1)}
     for y in images:
         for img in (y, y.T):                               # vertical lines, then horizontal ones
             for c, st in line_stats(img.astype(np.float64), lo, hi, width, seg).items():
                 if c in (lo, hi):
                     groups["hole_edge"].append(st)
                 elif lo + width <= c <= hi - width:
-                    groups["tile_boundary" if edge[c] else "other"].append(st)
-    g = {k: np.concatenate(v) for k, v in groups.items()}
+                    kind = "tile_boundary" if c in edge else "band" if c in before else "other"
+                    groups[kind].append(st)
+                    if kind == "band":
+                        offsets[before[c]].append(st)
+    g = {k: np.concatenate(v) for k, v in groups.items() if v}
     other = g["other"].mean()
-    return {"other_mean": float(other), "other_samples": int(g["other"].size)} | {
-        f"{k}_{q}": v for k in ("tile_boundary", "hole_edge")
+    return {"other_mean": float(other), "other_samples": int(g["other"].size),
+            "band_by_offset": [float(np.concatenate(v).mean()) for v in offsets.values() if v]} | {
+        f"{k}_{q}": v for k in ("tile_boundary", "hole_edge", "band") if k in g
         for q, v in (("mean", float(g[k].mean())), ("ratio", float(g[k].mean() / other)),
                      ("samples", int(g[k].size)), ("percentile", float((g["other"] < g[k].mean()).mean() * 100)))}
 
@@ -107,6 +118,7 @@ def main() -> None:
     ap.add_argument("--block", type=int, default=160)
     ap.add_argument("--tile", type=int, default=64)
     ap.add_argument("--overlap", type=int, default=16)
+    ap.add_argument("--feathers", default="4,8", help="feathered fills to make, comma-separated px ('' for none)")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--jump", type=int, default=5)
     ap.add_argument("--resample", type=int, default=5)
@@ -119,7 +131,8 @@ def main() -> None:
     model = load_model(a.model)
     kw = dict(steps=a.steps, jump=a.jump, resample=a.resample, jump_until=a.jump_until, eta=a.eta)
     files = sorted(p for p in a.images.iterdir() if p.is_file())[:a.limit]
-    fills = {"intact": [], "untiled": [], "tiled": [], "independent_tiles": []}
+    feathers = [int(f) for f in a.feathers.split(",") if f.strip()]
+    fills = {k: [] for k in ("intact", "untiled", "tiled", *[f"feathered_{f}" for f in feathers], "independent_tiles")}
     times, shape = {k: 0.0 for k in fills}, None
     for n, f in enumerate(files):
         x = io.read(f)[0]
@@ -130,9 +143,9 @@ def main() -> None:
         y0, x0 = (x.shape[1] - a.block) // 2, (x.shape[2] - a.block) // 2
         hole[y0:y0 + a.block, x0:x0 + a.block] = True
         fills["intact"].append(x[0])
-        for name, run in (("untiled", lambda: inpaint_array(model, x, hole, tile=0, seed=n, **kw)[0]),
-                          ("tiled", lambda: inpaint_array(model, x, hole, tile=a.tile, overlap=a.overlap, seed=n,
-                                                          **kw)[0]),
+        tiled = {f"feathered_{f}" if f else "tiled": lambda f=f: inpaint_array(
+            model, x, hole, tile=a.tile, overlap=a.overlap, feather=f, seed=n, **kw)[0] for f in [0, *feathers]}
+        for name, run in (("untiled", lambda: inpaint_array(model, x, hole, tile=0, seed=n, **kw)[0]), *tiled.items(),
                           ("independent_tiles", lambda: independent_tiles(model, x, hole, a.tile, a.overlap, seed=n,
                                                                           **kw))):
             t = time.perf_counter()
@@ -149,15 +162,19 @@ def main() -> None:
     res = {"settings": {k: v for k, v in vars(a).items() if k not in ("images", "out")} | {"images": len(files)},
            "tile_boundaries": [int(c) for c in np.flatnonzero(np.r_[False, own[1:] != own[:-1]])],
            "seconds": times,
-           "measures": {m: {k: seam_ratios(v, lo, lo + a.block, own, m) for k, v in fills.items()} for m in MEASURES}}
+           "measures": {m: {k: seam_ratios(v, lo, lo + a.block, own, m, max(feathers, default=0))
+                            for k, v in fills.items()} for m in MEASURES}}
     tmp = a.out / "seams.json.tmp"
     tmp.write_text(json.dumps(res, indent=1))
     tmp.replace(a.out / "seams.json")
     print(f"tile boundaries at {res['tile_boundaries']} px; hole {a.block}^2 in {len(files)} images")
-    print("| fill | " + " | ".join(f"{m}: tile boundaries / hole edges / other lines" for m in MEASURES) + " |")
+    print("| fill | " + " | ".join(f"{m}: tile boundaries / band / hole edges / other lines; band 1, 2, ... px "
+                                   "before the boundaries" for m in MEASURES) + " |")
     for k in fills:
-        cells = [f"{r['tile_boundary_mean']:.2f} ({r['tile_boundary_ratio']:.2f}) / {r['hole_edge_mean']:.2f} "
-                 f"({r['hole_edge_ratio']:.2f}) / {r['other_mean']:.2f}" for r in (res["measures"][m][k] for m in MEASURES)]
+        cells = [f"{r['tile_boundary_mean']:.2f} ({r['tile_boundary_ratio']:.2f}) / "
+                 + (f"{r['band_mean']:.2f} ({r['band_ratio']:.2f}) / " if "band_mean" in r else "")
+                 + f"{r['hole_edge_mean']:.2f} ({r['hole_edge_ratio']:.2f}) / {r['other_mean']:.2f}; "
+                 + ", ".join(f"{v:.1f}" for v in r["band_by_offset"]) for r in (res["measures"][m][k] for m in MEASURES)]
         print(f"| {k} | " + " | ".join(cells) + " |")
 
 if __name__ == "__main__":

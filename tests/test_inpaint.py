@@ -123,6 +123,29 @@ def test_repaint_fills_the_mask_in_agreement_with_the_known_pixels(resample, eta
     assert err < (0.35 if resample == 1 else 0.1), err
 
 
+def test_a_soft_mask_releases_a_pixel_the_later_the_smaller_its_value():
+    """Float masks (a feathered tile's band): 1 is True exactly; a pixel of value w is held at its known value
+    (noised) until the last w of the schedule, so the fill only refines it: the smaller w, the closer it stays."""
+    def local(x, sigma):            # the exact denoiser of pixels drawn independently from N(0.6, 0.1^2)
+        s2 = sigma.view(-1, *[1] * (x.ndim - 1)).to(x.dtype) ** 2
+        return (0.01 * x + s2 * 0.6) / (0.01 + s2)
+
+    known = torch.full((4, 1, 8, 16), 0.6, dtype=torch.float64)
+    known[..., 8:] = -0.6                                   # a neighbour's fill, to be refilled softly
+    soft = torch.zeros(4, 1, 8, 16, dtype=torch.float64)
+    soft[..., 8:] = 1 - torch.arange(8, 0, -1) / 9.0        # 1/9 at column 8 ... 8/9 at column 15
+    sigmas = torch.cat([karras(30, 0.002, 80.0), torch.zeros(1, dtype=torch.float64)])
+    run = lambda m: repaint(local, known, m, sigmas, jump_schedule(30, 3, 3),  # noqa: E731
+                            [torch.Generator().manual_seed(k) for k in range(4)], eta=0.0)
+    assert torch.equal(run(soft > 0), run((soft > 0).double()))     # 1.0 is True, bit for bit
+    y = run(soft)
+    assert torch.equal(y[..., :8], known[..., :8].float())          # 0.0 is known
+    moved = (y[..., 8:] + 0.6).abs().mean(dim=(0, 1, 2))            # per column, from the neighbour's value
+    assert moved[0] < 0.05 < moved[1] < 1.0 < moved[2:].min(), moved      # kept, refined, redrawn
+    with pytest.raises(NeurodiffError, match="soft mask"):
+        run(soft * 2)
+
+
 @pytest.mark.parametrize("dims", [2, 3])
 def test_tiled_inpainting_is_seamless_and_only_samples_tiles_touching_the_mask(dims):
     spatial = (48, 40) if dims == 2 else (24, 20, 20)
@@ -131,13 +154,18 @@ def test_tiled_inpainting_is_seamless_and_only_samples_tiles_touching_the_mask(d
     mask = np.zeros(spatial, dtype=bool)
     mask[(slice(10, 30), *[slice(4, 16)] * (dims - 1))] = True
     model = flat_model(dims, [8] * dims)
-    out, info = inpaint_array(model, image, mask, steps=12, jump=3, resample=2, tile=8, overlap=4, seed=1)
+    # feather=0: the flat model's denoiser is global (the mean of the whole tile), so a tile whose neighbours' fills
+    # are released (feathered) loses its hold on them; real networks are local (test_a_soft_mask_releases_...)
+    kw = dict(steps=12, jump=3, resample=2, tile=8, overlap=4, seed=1, feather=0)
+    out, info = inpaint_array(model, image, mask, **kw)
     assert out.dtype == np.uint8 and np.array_equal(out[:, ~mask], image[:, ~mask])
     assert 0 < info["tiles"] < info["tiles_total"]
     filled = out[:, mask].astype(float)
     assert np.abs(filled - 150).max() <= 12                # continues the flat image across tiles: no seams
-    again, _ = inpaint_array(model, image, mask, steps=12, jump=3, resample=2, tile=8, overlap=4, seed=1)
+    again, _ = inpaint_array(model, image, mask, **kw)
     assert np.array_equal(out, again)                       # seeded
+    soft, _ = inpaint_array(model, image, mask, **kw | {"feather": 2})
+    assert np.array_equal(soft[:, ~mask], image[:, ~mask]) and not np.array_equal(soft, out)
 
 
 def test_boxes_and_bad_masks_have_clear_errors():
@@ -805,14 +833,23 @@ def test_seams_bench_finds_the_lines_where_the_writing_tile_changes_and_flags_st
 
     def one_value(D, known, mask, *a, **kw):           # tile number k fills with the value k (in [-1, 1] units)
         calls.append(1)
-        return torch.where(mask, -1 + 2 * len(calls) / 255, known).float()
+        return torch.where(mask > 0, -1 + 2 * len(calls) / 255, known).float()
 
     monkeypatch.setattr(inpaint_mod, "repaint", one_value)
     hole = np.zeros((256, 256), bool)
     hole[48:208, 48:208] = True
-    y, _ = inpaint_array(flat_model(2, [64, 64]), np.zeros((1, 256, 256), np.uint8), hole, tile=64, overlap=16)
+    y, _ = inpaint_array(flat_model(2, [64, 64]), np.zeros((1, 256, 256), np.uint8), hole, tile=64, overlap=16,
+                         feather=0)
     ids = np.unique(y[0][hole], return_inverse=True)[1].reshape(160, 160)
     assert len(calls) == 25 and np.array_equal(ids, own[48:208, None] * 5 + own[None, 48:208])   # grid order
+    calls.clear()                # feathered: each tile also writes 8 px of its earlier neighbours' fills
+    y, _ = inpaint_array(flat_model(2, [64, 64]), np.zeros((1, 256, 256), np.uint8), hole, tile=64, overlap=16)
+    ids = np.unique(y[0][hole], return_inverse=True)[1].reshape(160, 160)
+    moved = np.unique(own[56:216, None] * 5 + own[None, 56:216], return_inverse=True)[1].reshape(160, 160)
+    assert len(calls) == 25 and np.array_equal(ids, moved)         # the lines between writers move back 8 px
+    with pytest.raises(NeurodiffError, match=r"feather 9: expected an integer in \[0, overlap // 2 = 8\]"):
+        inpaint_array(flat_model(2, [64, 64]), np.zeros((1, 256, 256), np.uint8), hole, tile=64, overlap=16,
+                      feather=9)
     rng = np.random.default_rng(0)
     noise = [rng.normal(size=(256, 256)) for _ in range(2)]
     offset = [n + 3 * (own[:, None] % 2 + own[None, :] % 2) for n in noise]
@@ -839,7 +876,7 @@ def test_tile_bookkeeping_by_region_matches_a_full_size_todo_mask():
     from neurodiff.tasks.inpaint import _commit_area, _tile_fill, _tiles_to_sample
     from neurodiff.tiling import axis_spans, regions
 
-    def reference(mask, tile, overlap):
+    def reference(mask, tile, overlap, feather=0):
         whole = not tile or all(n <= tile for n in mask.shape)
         grid = [tuple(slice(0, n) for n in mask.shape)] if whole else regions(list(mask.shape), tile, overlap)
         todo, out = mask.copy(), []
@@ -847,11 +884,20 @@ def test_tile_bookkeeping_by_region_matches_a_full_size_todo_mask():
             area = _commit_area(region, mask.shape, overlap // 2)
             if mask[area].any():
                 fill = todo[region].copy()
+                done = (mask & ~todo)[region]               # written by earlier tiles
+                boxes = [np.zeros(fill.shape, bool) for _ in range(feather + 1)]
+                for d, box in enumerate(boxes):             # the tile's part grown by d px, within the tile
+                    box[tuple(slice(max(a.start - d, r.start) - r.start, min(a.stop + d, r.stop) - r.start)
+                              for a, r in zip(area, region))] = True
+                commit, soft = fill & boxes[0], fill.astype(float)
+                for d in range(1, feather + 1 if commit.any() else 1):   # a tile with nothing to write skips
+                    band = boxes[d] & ~boxes[d - 1] & done
+                    soft[band], commit = 1 - d / (feather + 1), commit | band
                 todo[area] = False
-                out.append((k, fill))
+                out.append((k, soft if (soft % 1).any() else fill, commit))
         return out
 
-    rng = np.random.default_rng(0)
+    rng, bands = np.random.default_rng(0), 0
     for trial in range(300):
         dims, tile = int(rng.choice([2, 3])), int(rng.choice([0, 4, 8]))
         shape = tuple(int(rng.integers(1, 3 * max(tile, 4) + 5)) for _ in range(dims))
@@ -864,10 +910,15 @@ def test_tile_bookkeeping_by_region_matches_a_full_size_todo_mask():
         areas = [[_commit_area((r,), (n,), overlap // 2)[0] for r in rs] for rs, n in zip(spans, shape)]
         lazy = RegionMask(shape, mask[None].astype(np.uint8)) if trial % 2 else mask
         tiles, filled = _tiles_to_sample(lazy, shape, spans, areas)
-        ref = reference(mask, tile, overlap)
-        assert filled == mask.sum() and tiles == [k for k, _ in ref], (shape, tile, overlap)
-        for k, fill in ref:
-            assert np.array_equal(_tile_fill(lazy, k, spans, areas)[1], fill), (shape, tile, overlap, k)
+        feather = int(rng.integers(0, overlap // 2 + 1))
+        ref = reference(mask, tile, overlap, feather)
+        assert filled == mask.sum() and tiles == [k for k, *_ in ref], (shape, tile, overlap)
+        for k, fill, commit in ref:
+            got = _tile_fill(lazy, k, spans, areas, feather)
+            assert got[1].dtype == fill.dtype and np.array_equal(got[1], fill), (shape, tile, overlap, feather, k)
+            assert np.array_equal(got[2], commit), (shape, tile, overlap, feather, k)
+            bands += int((fill % 1 > 0).sum())
+    assert bands > 1000                                     # the feathered bands were exercised
 
 
 def test_mask_scan_reads_bounded_bands_of_large_volumes(monkeypatch):

@@ -155,6 +155,13 @@ def test_train_ae_ldm_with_covariates_sample_both_ways_export_and_reconstruct(tm
     keep = np.ones(x0.shape, bool)
     keep[4:11, 3:13] = False
     assert np.array_equal(x0[keep], x1[keep]) and not np.array_equal(x0[~keep], x1[~keep])
+    # in tiles: each latent tile also refills its neighbours' feathered band (a soft latent mask)
+    assert main(["inpaint", str(ldm), "--image", str(img), "--box", "4:11,3:13", "--out", str(rep), "--steps", "6",
+                 "--jump", "2", "--resample", "2", "--covariate", "brightness=0.8", "--tile", "8", "--overlap", "4",
+                 "--no-progress"]) == 0
+    assert "in 9 of 9 tiles" in capsys.readouterr().out.splitlines()[-1]
+    x2 = io.read(rep)[0][0]
+    assert np.array_equal(x0[keep], x2[keep]) and not np.array_equal(x1[~keep], x2[~keep])
     bad = tmp_path / "bad.csv"
     bad.write_text("age\n3\n")
     assert main(["sample", str(ldm), "--n", "1", "--covariates", str(bad), "--out", str(tmp_path / "b")]) == 2

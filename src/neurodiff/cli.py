@@ -101,7 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     ip.add_argument("--eta", type=float, default=1.0, help=ETA_HELP)
     ip.add_argument("--tile", type=int, default=None,
                     help="tile size for large images (default: the model's training size; 0 = whole image)")
-    ip.add_argument("--overlap", type=int, default=None, help="tile overlap (default: 32, at most a quarter tile)")
+    ip.add_argument("--overlap", type=int, default=None, help="tile overlap, half refilled softly (default 32, <= tile/4)")
     ip.add_argument("--label", default=None, help="class index or name for a conditional model")
     ip.add_argument("--covariate", action="append", default=[], metavar="NAME=VALUE")
     ip.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (1 = off)")

@@ -13,9 +13,12 @@ late, low-noise part of the schedule (bench/inpaint_he.sh; on bench/inpaint_ihc.
 ``eta`` sets how much fresh noise a step down adds inside the mask (1: ancestral, DDPM-like as in RePaint; 0:
 deterministic, DDIM-like).
 
-Large images are processed tile by tile (only tiles whose centre touches the mask), each tile a full RePaint run
-in which pixels already filled by earlier tiles count as known: the next tile continues them, so no seam
-forms, and memory is that of one tile whatever the image size. Known pixels are copied from the input array,
+Large images are processed tile by tile (only tiles whose written part touches the mask), each tile a full RePaint
+run in which pixels already filled by earlier tiles count as known, and memory is that of one tile whatever the
+image size. A hard line between two tiles' fills would step like a hole's edge (the fill never matches what is known
+exactly), so a tile also refills a band of its neighbours' fills (``feather``, half the overlap) with a soft mask: the
+further into the band, the later in the schedule a pixel is released from its neighbour's value, which the fill
+then only refines. Known pixels are copied from the input array,
 never re-quantised: they are bit-identical in the output.
 
 Latent models (trained with ``--codec``) inpaint in latent space: each tile is encoded, a latent voxel is to fill
@@ -25,6 +28,7 @@ only the masked pixels are taken from the decode: the known pixels are restored 
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import numpy as np
@@ -80,7 +84,9 @@ def repaint(D, known: torch.Tensor, mask: torch.Tensor, sigmas: torch.Tensor, sc
             order: int = 1, start: tuple[int, torch.Tensor] | None = None) -> torch.Tensor:
     """RePaint in the sigma parametrisation (x = x0 + sigma * n) shared by EDM and VP models.
 
-    ``known`` [N, C, *S] normalised (ignored where masked); ``mask`` [N, 1 or C, *S] bool, True = fill.
+    ``known`` [N, C, *S] normalised (ignored where masked); ``mask`` [N, 1 or C, *S] bool, True = fill, or float in
+    [0, 1]: the fraction of the schedule, counted back from its clean end, for which a pixel is filled (1 = True;
+    0 = known; between: known, noised, until then -- a soft edge, as a tile's feathered band is).
     ``eta``: fresh noise of the steps down in the mask (1 ancestral, 0 deterministic).
     ``order`` 2 (with ``eta`` 0): a run of steps down is DPM-Solver++(2M) in the mask (the x0 estimate of the step
     before enters; the first step after a jump is first order), no extra network call.
@@ -94,9 +100,12 @@ def repaint(D, known: torch.Tensor, mask: torch.Tensor, sigmas: torch.Tensor, sc
     if start is not None and order != 1:
         raise NeurodiffError("order 2 cannot continue a stopped repaint (its previous step is not saved); use order 1")
     k = known.to(torch.float64)
+    free = _release(mask, len(sigmas) - 1)                   # step index -> the pixels filled from there
+    mask = free(len(sigmas) - 1)
     s0 = sigmas[schedule[0]]
     if start is None:
-        begin, x = 0, torch.where(mask, randn_like(k, generators) * s0 * init_scale, k + s0 * randn_like(k, generators))
+        begin, x = 0, torch.where(free(schedule[0]), randn_like(k, generators) * s0 * init_scale,
+                                  k + s0 * randn_like(k, generators))
     else:
         begin, x = start[0] + 1, start[1].to(k)
     prev = None                                               # (x0, h) of the step down before, for order 2
@@ -116,13 +125,23 @@ def repaint(D, known: torch.Tensor, mask: torch.Tensor, sigmas: torch.Tensor, sc
                 prev = (x0, h)
             else:
                 fill = ancestral_step(x, x0, sa, sb, randn_like(x, generators), eta)
-            x = torch.where(mask, fill, k if sb == 0 else k + sb * randn_like(k, generators))
+            x = torch.where(free(b), fill, k if sb == 0 else k + sb * randn_like(k, generators))
         else:                                                 # up: forward diffusion from sa to sb > sa
             prev = None
             x = x + (sb ** 2 - sa ** 2).sqrt() * randn_like(x, generators)
         if callback:
             callback(step, x)
     return torch.where(mask, x, k).float()
+
+
+def _release(mask: torch.Tensor, n: int):
+    """``repaint``'s ``mask`` -> (index b of a schedule of n + 1 sigmas -> the bool mask of the pixels filled at b)."""
+    if mask.dtype == torch.bool:
+        return lambda b: mask
+    if mask.isnan().any() or mask.min() < 0 or mask.max() > 1:
+        raise NeurodiffError("a soft mask: expected values in [0, 1] (1 = fill, 0 = known)")
+    first = torch.where(mask > 0, ((1 - mask.to(torch.float64)) * n).ceil(), n + 1)   # the first index filled
+    return lambda b: first <= b
 
 
 def _commit_area(region: tuple[slice, ...], spatial, margin: int) -> tuple[slice, ...]:
@@ -240,7 +259,7 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
                   overlap: int | None = None, label: int | None = None, scalars: list[float] | None = None,
                   guidance: float = 1.0, seed: int = 0, device=None,
                   progress: bool = False, out=None, codec=None, precision: str = "auto", start: int = 0,
-                  on_tile=None, state=None) -> tuple[np.ndarray, dict]:
+                  on_tile=None, state=None, feather: int | None = None) -> tuple[np.ndarray, dict]:
     """Fill ``mask`` (True = fill, spatial shape of ``image`` [C, *S] in data units) -> (image, info).
 
     ``image`` may be a lazy array (zarr, or a TIFF view of data/tiffio.py) when ``out`` is a writable one holding a
@@ -253,7 +272,8 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
     ``state``: a folder the tile being sampled is saved to every minute, and continued from by a run that reaches
     the same tile with the same inputs (tasks/repaint_state.py). With ``on_tile`` (which records the tile) a
     tile's state is deleted once it is recorded; without, each tile's final state is saved too, and the caller
-    clears the folder once it has kept the result.
+    clears the folder once it has kept the result. ``feather``: px of the neighbours' fills a tile refills softly
+    (``_tile_fill``; default and most: overlap // 2; 0: none, a tile's fill meets theirs at a hard line).
     """
     from neurodiff.codec import Identity
 
@@ -267,6 +287,9 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
     norm, precond, sigmas, schedule, init = repaint_plan(cfg, steps, jump, resample, jump_until, eta)
     factor = 2 ** (len(cfg.model.channel_mult) - 1) * codec.factor
     tile, overlap = tile_settings(model, tile, overlap, codec)
+    feather = overlap // 2 if feather is None else feather
+    if isinstance(feather, bool) or not isinstance(feather, int) or not 0 <= feather <= overlap // 2:
+        raise NeurodiffError(f"feather {feather}: expected an integer in [0, overlap // 2 = {overlap // 2}]")
     whole = not tile or all(n <= tile for n in spatial)
     # per axis: the tiles' intervals and the parts of them each tile writes (the tile less overlap // 2 inside)
     spans = [[slice(0, n)] for n in spatial] if whole else axis_spans(list(spatial), tile, overlap)
@@ -283,7 +306,7 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
     for j, k in enumerate(tiles):
         if j < start:                 # written by the stopped run: what it filled counts as known now
             continue
-        region, fill, commit = _tile_fill(mask, k, spans, areas)
+        region, fill, commit = _tile_fill(mask, k, spans, areas, feather)
         run = None
         if commit.any():
             view = np.asarray(out[(slice(None), *region)])
@@ -294,12 +317,13 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
             x, m, crop = _pad(known, torch.from_numpy(fill)[None, None], factor)
             if latent:      # known latents from the encoder; a latent voxel is filled if any of its pixels is
                 x = codec.encode(x.float().to(device)).cpu()
-                m = getattr(torch.nn.functional, f"max_pool{m.ndim - 2}d")(m.float(), codec.factor).bool()
+                m = getattr(torch.nn.functional, f"max_pool{m.ndim - 2}d")(m.to(torch.float64), codec.factor)
+                m = m.bool() if fill.dtype == bool else m
             D = build_denoiser(model.net, precond, cond, 1, guidance, True, list(x.shape[1:]))
             gen = [torch.Generator().manual_seed(sample_seed(seed, k))]
             # keyed by the known part as sampled (a latent tile's encoding: an encoder that is not bit-reproducible
             # on a GPU makes a resumed tile start again, never continue the wrong one)
-            run = _state(state, base, torch.where(m, 0, x), m, seed, k, label, scalars, guidance, sigmas,
+            run = _state(state, base, torch.where(m > 0, 0, x), m, seed, k, label, scalars, guidance, sigmas,
                          schedule, init, eta)
             begin = run.load(gen) if run else None
             if begin is not None:
@@ -362,10 +386,13 @@ def _tiles_to_sample(mask, spatial, spans, areas) -> tuple[list[int], int]:
     return tiles, filled
 
 
-def _tile_fill(mask, k: int, spans, areas) -> tuple[tuple[slice, ...], np.ndarray, np.ndarray]:
+def _tile_fill(mask, k: int, spans, areas, feather: int = 0) -> tuple[tuple[slice, ...], np.ndarray, np.ndarray]:
     """Tile ``k``'s (region, the mask pixels in it that no earlier tile in grid order has written, the part of
-    those it writes itself): the bool arrays are [*tile]. A tile writes every mask pixel of its part
-    (``areas``), so the earlier tiles' parts are subtracted; only neighbours reach into the tile."""
+    those it writes itself): the arrays are [*tile]. A tile writes every mask pixel of its part (``areas``), so the
+    earlier tiles' parts are subtracted; only neighbours reach into the tile. ``feather`` > 0: the tile also
+    refills the mask pixels that earlier tiles wrote up to ``feather`` px outside its part, softly (``repaint``'s
+    float mask, falling linearly from 1 at its part to 1 / (feather + 1)), and writes them; the fill is then a
+    float array."""
     counts = [len(a) for a in areas]
     ix = np.unravel_index(k, counts)
     region = tuple(spans[a][i] for a, i in enumerate(ix))
@@ -380,4 +407,14 @@ def _tile_fill(mask, k: int, spans, areas) -> tuple[tuple[slice, ...], np.ndarra
     own = tuple(slice(areas[a][i].start - r.start, areas[a][i].stop - r.start)
                 for a, (i, r) in enumerate(zip(ix, region)))
     commit[own] = fill[own]
-    return region, fill, commit
+    if not feather or not commit.any():
+        return region, fill, commit
+    # the band: mask pixels earlier tiles wrote, up to ``feather`` px (Chebyshev) outside this tile's part
+    grids = np.ogrid[tuple(slice(0, n) for n in fill.shape)]
+    d = functools.reduce(np.maximum, [np.maximum(np.maximum(o.start - g, g - (o.stop - 1)), 0)
+                                      for g, o in zip(grids, own)])
+    band = np.asarray(mask[region], bool) & ~fill & (d >= 1) & (d <= feather)
+    if not band.any():
+        return region, fill, commit
+    soft = np.where(band, 1 - d / (feather + 1.0), fill.astype(np.float64))
+    return region, soft, commit | band

@@ -218,7 +218,8 @@ def _inpaint(args, model, image, meta, mask, tiled_out: bool, t0: float) -> dict
                     "dtype": np.dtype(image.dtype).name, "model": model.digest,
                     "mask_sha1": mask_sha1, "label": label,
                     "scalars": scalars, "guidance": guidance, **{k: getattr(args, k) for k in (
-                        "steps", "jump", "resample", "jump_until", "eta", "tile", "overlap", "seed", "precision")}}
+                        "steps", "jump", "resample", "jump_until", "eta", "tile", "overlap", "seed", "precision")},
+                    "feather": args.overlap // 2}     # inpaint_array's default, recorded: it changes the fill
         out, start, on_tile = _partial_output(args, image, meta, json.loads(json.dumps(settings)))
     out, info = inpaint_array(model, image, mask, steps=args.steps, jump=args.jump, resample=args.resample,
                               jump_until=args.jump_until, eta=args.eta, tile=args.tile, overlap=args.overlap,
