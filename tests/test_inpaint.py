@@ -26,22 +26,32 @@ def flat_denoiser(x, sigma):
     return v.expand_as(x)
 
 
+def local_denoiser(x, sigma):
+    """The exact D(x, sigma) for pixels drawn independently from N(0.2, 0.3^2): local, as real networks are."""
+    s2 = sigma.view(-1, *[1] * (x.ndim - 1)).to(x.dtype) ** 2
+    return (0.09 * x + s2 * 0.2) / (0.09 + s2)
+
+
 class FlatNet(torch.nn.Module):
-    """A "network" that, behind EDM preconditioning, gives exactly ``flat_denoiser``."""
+    """A "network" that, behind EDM preconditioning, gives exactly ``flat_denoiser`` (or ``denoiser``)."""
+
+    def __init__(self, denoiser=flat_denoiser):
+        super().__init__()
+        self.denoiser = denoiser
 
     def forward(self, x_in, c_noise, cond=None):
         sigma = (4 * c_noise.double()).exp()
         c_skip, c_out, c_in, _ = EDM(0.5).scalings(sigma)
         view = (-1, *[1] * (x_in.ndim - 1))
         x = x_in.double() / c_in.view(view)
-        return ((flat_denoiser(x, sigma) - c_skip.view(view) * x) / c_out.view(view)).float()
+        return ((self.denoiser(x, sigma) - c_skip.view(view) * x) / c_out.view(view)).float()
 
 
-def flat_model(dims: int, tile_shape: list[int]):
+def flat_model(dims: int, tile_shape: list[int], denoiser=flat_denoiser):
     cfg = config.load("tiny" if dims == 2 else "tiny3d")
     cfg.model.in_channels = 1
     cfg.data.meta = {"normalizer": {"kind": "minmax", "lo": 0.0, "hi": 255.0}, "shape": [1, *tile_shape]}
-    return SimpleNamespace(net=FlatNet(), cfg=cfg)
+    return SimpleNamespace(net=FlatNet(denoiser), cfg=cfg)
 
 
 def test_jump_schedule_walks_down_with_jumps_and_costs_the_classic_2410_calls():
@@ -859,6 +869,34 @@ def test_seams_bench_finds_the_lines_where_the_writing_tile_changes_and_flags_st
         assert sb.seam_ratios(offset, 48, 208, own, measure)["tile_boundary_ratio"] > 2
 
 
+def test_a_run_stopped_between_writing_a_feathered_tile_and_recording_it_resumes_exactly(tmp_path):
+    """A feathered tile rewrites pixels it reads: stopped after writing tile j but before recording it, the resumed
+    run must not read its own output (what the tile read is kept in the state folder until it is recorded)."""
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (1, 24, 24)).astype(np.uint8)
+    mask = np.zeros((24, 24), bool)
+    mask[3:21, 3:21] = True
+    model, kw = flat_model(2, [8, 8], local_denoiser), dict(steps=6, jump=2, resample=2, tile=8, overlap=4, seed=3)
+    ref, info = inpaint_array(model, img, mask, **kw)
+
+    class Stop(Exception):
+        pass
+
+    for j in (4, 9):                           # tiles in the hole's first and second rows of tiles
+        out, state = img.copy(), tmp_path / f"state{j}"
+
+        def on_tile(n, j=j):
+            if n == j + 1:
+                raise Stop                     # tile j is written, not recorded
+
+        with pytest.raises(Stop):
+            inpaint_array(model, img, mask, out=out, on_tile=on_tile, state=state, **kw)
+        kept = list(state.glob("tile-*-read.pt"))
+        res, _ = inpaint_array(model, img, mask, out=out, start=j, on_tile=lambda n: None, state=state, **kw)
+        assert np.array_equal(res, ref)
+        assert len(kept) == 1 and not list(state.glob("*.pt"))      # kept until the tile was recorded
+
+
 def test_tif_outputs_go_tile_by_tile_only_with_zarr_installed(monkeypatch):
     import importlib.util
 
@@ -879,16 +917,19 @@ def test_tile_bookkeeping_by_region_matches_a_full_size_todo_mask():
     def reference(mask, tile, overlap, feather=0):
         whole = not tile or all(n <= tile for n in mask.shape)
         grid = [tuple(slice(0, n) for n in mask.shape)] if whole else regions(list(mask.shape), tile, overlap)
-        todo, out = mask.copy(), []
+        todo, out, parts = mask.copy(), [], np.zeros(mask.shape, bool)     # parts: the earlier tiles' parts
         for k, region in enumerate(grid):
             area = _commit_area(region, mask.shape, overlap // 2)
+            first = np.argwhere(~parts[area]) + [a.start for a in area]      # what this tile writes first
+            parts[area] = True
             if mask[area].any():
                 fill = todo[region].copy()
                 done = (mask & ~todo)[region]               # written by earlier tiles
                 boxes = [np.zeros(fill.shape, bool) for _ in range(feather + 1)]
-                for d, box in enumerate(boxes):             # the tile's part grown by d px, within the tile
-                    box[tuple(slice(max(a.start - d, r.start) - r.start, min(a.stop + d, r.stop) - r.start)
-                              for a, r in zip(area, region))] = True
+                for d, box in enumerate(boxes):             # that box grown by d px, within the tile
+                    if len(first):
+                        box[tuple(slice(max(lo - d, r.start) - r.start, min(hi + 1 + d, r.stop) - r.start)
+                                  for lo, hi, r in zip(first.min(0), first.max(0), region))] = True
                 commit, soft = fill & boxes[0], fill.astype(float)
                 for d in range(1, feather + 1 if commit.any() else 1):   # a tile with nothing to write skips
                     band = boxes[d] & ~boxes[d - 1] & done
@@ -1022,7 +1063,9 @@ def test_a_stopped_inpaint_goes_on_inside_the_tile_it_was_sampling(tiny_run, tmp
     saved = _stop_after_saves(monkeypatch, 11)      # 8 steps per tile (2 up): the third step of the second tile
     assert main(args(tmp_path / "cut.zarr")) == 130
     state = tmp_path / ".cut.zarr.partial.repaint"
-    assert len(list(state.glob("*.pt"))) == 1 and saved[-3:] == [0, 1, 2]     # the first tile's is deleted
+    # the first tile's state is deleted; the second's, and what that (feathered) tile read, are kept
+    assert len(list(state.glob("*.pt"))) == 2 and len(list(state.glob("tile-*-read.pt"))) == 1
+    assert saved[-3:] == [0, 1, 2]
     capsys.readouterr()
     assert main(args(tmp_path / "cut.zarr")) == 2 and "1 tile(s) written and one in progress" in capsys.readouterr().err
     saved = _stop_after_saves(monkeypatch, None)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -40,7 +41,7 @@ from neurodiff.diffusion.samplers import _D, ancestral_step, randn_like
 from neurodiff.diffusion.schedules import sampling_sigmas
 from neurodiff.errors import NeurodiffError
 from neurodiff.tasks.generate import build_denoiser, make_cond, sample_seed, sampling_autocast
-from neurodiff.tasks.repaint_state import RepaintState, run_key, state_key
+from neurodiff.tasks.repaint_state import RepaintState, keep_region, kept_region, run_key, state_key
 from neurodiff.tiling import axis_spans, pad_to_multiple
 
 
@@ -138,7 +139,7 @@ def _release(mask: torch.Tensor, n: int):
     """``repaint``'s ``mask`` -> (index b of a schedule of n + 1 sigmas -> the bool mask of the pixels filled at b)."""
     if mask.dtype == torch.bool:
         return lambda b: mask
-    if mask.isnan().any() or mask.min() < 0 or mask.max() > 1:
+    if mask.numel() and (mask.isnan().any() or mask.min() < 0 or mask.max() > 1):
         raise NeurodiffError("a soft mask: expected values in [0, 1] (1 = fill, 0 = known)")
     first = torch.where(mask > 0, ((1 - mask.to(torch.float64)) * n).ceil(), n + 1)   # the first index filled
     return lambda b: first <= b
@@ -307,9 +308,15 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
         if j < start:                 # written by the stopped run: what it filled counts as known now
             continue
         region, fill, commit = _tile_fill(mask, k, spans, areas, feather)
-        run = None
+        run, kept = None, f"tile-{k}-read" if state is not None and on_tile and fill.dtype != bool else None
         if commit.any():
+            # a feathered tile rewrites pixels it reads: a run stopped after writing it, before recording it, would
+            # read its own output again, so what it read is kept until the tile is recorded
+            if kept and j == start and (old := kept_region(state, kept)) is not None:
+                out[(slice(None), *region)] = old
             view = np.asarray(out[(slice(None), *region)])
+            if kept:
+                keep_region(state, kept, view)
             if lazy and not np.isfinite(view).all():   # numpy images were checked whole above
                 raise NeurodiffError(f"the image holds NaN or Inf values in {[(r.start, r.stop) for r in region]}; "
                                      "mask them and set them to a finite value first")
@@ -323,7 +330,7 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
             gen = [torch.Generator().manual_seed(sample_seed(seed, k))]
             # keyed by the known part as sampled (a latent tile's encoding: an encoder that is not bit-reproducible
             # on a GPU makes a resumed tile start again, never continue the wrong one)
-            run = _state(state, base, torch.where(m > 0, 0, x), m, seed, k, label, scalars, guidance, sigmas,
+            run = _state(state, base, torch.where(m >= 1, 0, x), m, seed, k, label, scalars, guidance, sigmas,
                          schedule, init, eta)
             begin = run.load(gen) if run else None
             if begin is not None:
@@ -342,6 +349,8 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
             on_tile(j + 1)
         if run and on_tile:
             run.finish()              # the tile is written and recorded: its saved state is no longer needed
+        if kept:
+            (Path(state) / f"{kept}.pt").unlink(missing_ok=True)
         if bar:
             bar.update(1)
     if bar:
@@ -390,7 +399,7 @@ def _tile_fill(mask, k: int, spans, areas, feather: int = 0) -> tuple[tuple[slic
     """Tile ``k``'s (region, the mask pixels in it that no earlier tile in grid order has written, the part of
     those it writes itself): the arrays are [*tile]. A tile writes every mask pixel of its part (``areas``), so the
     earlier tiles' parts are subtracted; only neighbours reach into the tile. ``feather`` > 0: the tile also
-    refills the mask pixels that earlier tiles wrote up to ``feather`` px outside its part, softly (``repaint``'s
+    refills the mask pixels that earlier tiles wrote up to ``feather`` px outside what it writes first, softly (``repaint``'s
     float mask, falling linearly from 1 at its part to 1 / (feather + 1)), and writes them; the fill is then a
     float array."""
     counts = [len(a) for a in areas]
@@ -409,10 +418,12 @@ def _tile_fill(mask, k: int, spans, areas, feather: int = 0) -> tuple[tuple[slic
     commit[own] = fill[own]
     if not feather or not commit.any():
         return region, fill, commit
-    # the band: mask pixels earlier tiles wrote, up to ``feather`` px (Chebyshev) outside this tile's part
+    # the band: mask pixels earlier tiles wrote, up to ``feather`` px (Chebyshev) outside the box this tile writes
+    # first (its part less the earlier parts that reach into it, where tiles are spread to overlap by more)
+    first = [(max([areas[a][i].start, *(c.stop for c in areas[a][:i])]) - r.start, o.stop - 1)
+             for a, (i, r, o) in enumerate(zip(ix, region, own))]
     grids = np.ogrid[tuple(slice(0, n) for n in fill.shape)]
-    d = functools.reduce(np.maximum, [np.maximum(np.maximum(o.start - g, g - (o.stop - 1)), 0)
-                                      for g, o in zip(grids, own)])
+    d = functools.reduce(np.maximum, [np.maximum(np.maximum(lo - g, g - hi), 0) for g, (lo, hi) in zip(grids, first)])
     band = np.asarray(mask[region], bool) & ~fill & (d >= 1) & (d <= feather)
     if not band.any():
         return region, fill, commit

@@ -114,3 +114,20 @@ class RepaintState:
     def finish(self) -> None:
         """The repaint's result is kept: its saved state is no longer needed."""
         self.path.unlink(missing_ok=True)
+
+
+def keep_region(folder, name: str, values: np.ndarray) -> None:
+    """Save ``values`` (a tile's region of the output as it read it) as ``folder/NAME.pt``, whole or not at all."""
+    v = np.ascontiguousarray(values)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    atomic_torch_save({"dtype": v.dtype.str, "shape": list(v.shape),
+                       "bytes": torch.from_numpy(v.reshape(-1).view(np.uint8).copy())}, Path(folder) / f"{name}.pt")
+
+
+def kept_region(folder, name: str) -> np.ndarray | None:
+    """What ``keep_region`` saved as NAME in ``folder``, or None."""
+    try:
+        st = torch.load(Path(folder) / f"{name}.pt", map_location="cpu", weights_only=True)
+        return np.frombuffer(st["bytes"].numpy().tobytes(), np.dtype(st["dtype"])).reshape(st["shape"])
+    except Exception:               # no file, or not one of ours
+        return None
