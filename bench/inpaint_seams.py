@@ -22,7 +22,8 @@ feathered tile refills (F px before each boundary: a step that feathering only m
 boundaries to the mean on every other line in the hole is about 1 where there is no seam; the intact image gives
 the ratio that real tissue has on the same lines, and the hole's own edges (known pixels against filled ones) the
 discontinuity that any fill of this model and schedule has -- to a tile, its neighbours' fills are known pixels.
-OUT gets seams.json and, per image, the fills as PNGs; ``--measure-only`` measures the PNGs already there.
+The nuclei in the hole (count, mean area; evaluate's segmentation) are counted in every fill too. OUT gets
+seams.json and, per image, the fills as PNGs; ``--measure-only`` measures the PNGs already there.
 """
 
 from __future__ import annotations
@@ -93,6 +94,15 @@ def seam_ratios(images: list[np.ndarray], lo: int, hi: int, own: np.ndarray, mea
                      ("samples", int(g[k].size)), ("percentile", float((g["other"] < g[k].mean()).mean() * 100)))}
 
 
+def nuclei(images: list[np.ndarray], hole: np.ndarray) -> dict:
+    """The nuclei (evaluate's segmentation) whose centre lies in ``hole``, over all images: count and mean area."""
+    from neurodiff.metrics.cells import segment_nuclei
+    from neurodiff.metrics.inpainting import _count
+
+    n, area = np.sum([_count(segment_nuclei(y[None], dims=2), hole) for y in images], axis=0)
+    return {"count": int(n), "mean_area_px": float(area / max(n, 1))}
+
+
 def independent_tiles(model, image: np.ndarray, hole: np.ndarray, tile: int, overlap: int, **kw) -> np.ndarray:
     """The control: every tile touching the hole filled from the original image alone, pasted where it owns."""
     spans = axis_spans(list(hole.shape), tile, overlap)
@@ -159,7 +169,10 @@ def main() -> None:
     own = owners(shape[1], a.tile, a.overlap)
     assert shape[1] == shape[2], "square images: the tile grid and the hole are the same along both axes"
     lo = (shape[1] - a.block) // 2
+    hole = np.zeros(shape[1:], bool)
+    hole[lo:lo + a.block, lo:lo + a.block] = True
     res = {"settings": {k: v for k, v in vars(a).items() if k not in ("images", "out")} | {"images": len(files)},
+           "nuclei_in_hole": {k: nuclei(v, hole) for k, v in fills.items()},
            "tile_boundaries": [int(c) for c in np.flatnonzero(np.r_[False, own[1:] != own[:-1]])],
            "seconds": times,
            "measures": {m: {k: seam_ratios(v, lo, lo + a.block, own, m, max(feathers, default=0))
@@ -168,6 +181,8 @@ def main() -> None:
     tmp.write_text(json.dumps(res, indent=1))
     tmp.replace(a.out / "seams.json")
     print(f"tile boundaries at {res['tile_boundaries']} px; hole {a.block}^2 in {len(files)} images")
+    print("nuclei in the holes (all images): " + "; ".join(f"{k} {v['count']} of mean area {v['mean_area_px']:.1f} px"
+                                                          for k, v in res["nuclei_in_hole"].items()))
     print("| fill | " + " | ".join(f"{m}: tile boundaries / band / hole edges / other lines; band 1, 2, ... px "
                                    "before the boundaries" for m in MEASURES) + " |")
     for k in fills:
