@@ -563,6 +563,12 @@ def test_a_cut_off_evaluation_keeps_its_images_and_resumes_to_the_uninterrupted_
     assert part["n_images"] == 1 and set(part["per_bin_median"]) == set(whole["per_bin_median"])
     with pytest.raises(NeurodiffError, match="steps=3, not 4"):
         evaluate_inpainting(model, intact, tmp_path / "cut", **{**opts, "steps": 4}, resume=True)
+    record = tmp_path / "cut" / "metrics.json"
+    kept = record.read_text()
+    record.write_text(json.dumps({**part, "settings": {k: v for k, v in part["settings"].items() if k != "feather"}}))
+    with pytest.raises(NeurodiffError, match="feather=None"):     # tiles before the soft band: other fills
+        evaluate_inpainting(model, intact, tmp_path / "cut", **opts, resume=True)
+    record.write_text(kept)
     with pytest.raises(NeurodiffError, match="no earlier evaluation"):
         evaluate_inpainting(model, intact, tmp_path / "none", **opts, resume=True)
     calls.clear()

@@ -161,7 +161,8 @@ def evaluate_inpainting(model, real_dir, out_dir, *, steps: int = 250, jump: int
                 "images": [str(p.relative_to(real_dir)) for p in files], "steps": steps, "jump": jump,
                 "resample": resample, "jump_until": jump_until, "eta": eta, "precision": precision, "tile": tile,
                 "overlap": overlap, "seed": seed, "masks_per_bin": masks_per_bin, "batch": batch,
-                "classifier": str(classifier) if classifier else None}
+                "classifier": str(classifier) if classifier else None,
+                **({"feather": "overlap // 2"} if tile != 0 else {})}   # tiles' soft bands: they change the fills
     state = out_dir / STATE
     rows, done, before = _resumed(out_dir, settings) if resume else ([], [], 0.0)
 
