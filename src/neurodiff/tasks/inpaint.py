@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -41,7 +40,7 @@ from neurodiff.diffusion.samplers import _D, ancestral_step, randn_like
 from neurodiff.diffusion.schedules import sampling_sigmas
 from neurodiff.errors import NeurodiffError
 from neurodiff.tasks.generate import build_denoiser, make_cond, sample_seed, sampling_autocast
-from neurodiff.tasks.repaint_state import RepaintState, keep_region, kept_region, run_key, state_key
+from neurodiff.tasks.repaint_state import RepaintState, drop_region, keep_region, kept_region, run_key, state_key
 from neurodiff.tiling import axis_spans, pad_to_multiple
 
 
@@ -350,7 +349,7 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
         if run and on_tile:
             run.finish()              # the tile is written and recorded: its saved state is no longer needed
         if kept:
-            (Path(state) / f"{kept}.pt").unlink(missing_ok=True)
+            drop_region(state, kept)
         if bar:
             bar.update(1)
     if bar:
@@ -381,7 +380,7 @@ def _tiles_to_sample(mask, spatial, spans, areas) -> tuple[list[int], int]:
     axis), so only that much of it is ever in memory."""
     counts = [len(a) for a in areas]
     # along each axis the written parts overlap; each pixel is counted in the first part that holds it
-    own = [[slice(max(r.start, rs[i - 1].stop if i else 0), r.stop) for i, r in enumerate(rs)] for rs in areas]
+    own = [[_first_part(rs, i) for i in range(len(rs))] for rs in areas]
     tiles, filled = [], 0
     for lead in np.ndindex(*counts[:-1]):
         box = tuple(areas[a][i] for a, i in enumerate(lead))
@@ -395,13 +394,19 @@ def _tiles_to_sample(mask, spatial, spans, areas) -> tuple[list[int], int]:
     return tiles, filled
 
 
+def _first_part(parts: list[slice], i: int) -> slice:
+    """Along an axis, the pixels of tile i's written part that no earlier tile's part holds (the parts' starts and
+    stops increase)."""
+    return slice(max(parts[i].start, parts[i - 1].stop if i else 0), parts[i].stop)
+
+
 def _tile_fill(mask, k: int, spans, areas, feather: int = 0) -> tuple[tuple[slice, ...], np.ndarray, np.ndarray]:
     """Tile ``k``'s (region, the mask pixels in it that no earlier tile in grid order has written, the part of
     those it writes itself): the arrays are [*tile]. A tile writes every mask pixel of its part (``areas``), so the
     earlier tiles' parts are subtracted; only neighbours reach into the tile. ``feather`` > 0: the tile also
-    refills the mask pixels that earlier tiles wrote up to ``feather`` px outside what it writes first, softly (``repaint``'s
-    float mask, falling linearly from 1 at its part to 1 / (feather + 1)), and writes them; the fill is then a
-    float array."""
+    refills the mask pixels that earlier tiles wrote up to ``feather`` px outside what it writes first, softly
+    (``repaint``'s float mask, falling linearly from 1 there to 1 / (feather + 1)), and writes them; the fill is
+    then a float array."""
     counts = [len(a) for a in areas]
     ix = np.unravel_index(k, counts)
     region = tuple(spans[a][i] for a, i in enumerate(ix))
@@ -420,8 +425,7 @@ def _tile_fill(mask, k: int, spans, areas, feather: int = 0) -> tuple[tuple[slic
         return region, fill, commit
     # the band: mask pixels earlier tiles wrote, up to ``feather`` px (Chebyshev) outside the box this tile writes
     # first (its part less the earlier parts that reach into it, where tiles are spread to overlap by more)
-    first = [(max([areas[a][i].start, *(c.stop for c in areas[a][:i])]) - r.start, o.stop - 1)
-             for a, (i, r, o) in enumerate(zip(ix, region, own))]
+    first = [(_first_part(areas[a], i).start - r.start, o.stop - 1) for a, (i, r, o) in enumerate(zip(ix, region, own))]
     grids = np.ogrid[tuple(slice(0, n) for n in fill.shape)]
     d = functools.reduce(np.maximum, [np.maximum(np.maximum(lo - g, g - hi), 0) for g, (lo, hi) in zip(grids, first)])
     band = np.asarray(mask[region], bool) & ~fill & (d >= 1) & (d <= feather)

@@ -131,3 +131,8 @@ def kept_region(folder, name: str) -> np.ndarray | None:
         return np.frombuffer(st["bytes"].numpy().tobytes(), np.dtype(st["dtype"])).reshape(st["shape"])
     except Exception:               # no file, or not one of ours
         return None
+
+
+def drop_region(folder, name: str) -> None:
+    """Delete what ``keep_region`` saved as NAME in ``folder`` (if anything)."""
+    (Path(folder) / f"{name}.pt").unlink(missing_ok=True)
