@@ -1082,6 +1082,24 @@ def test_a_stopped_inpaint_goes_on_inside_the_tile_it_was_sampling(tiny_run, tmp
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
+def test_nan_found_in_a_lazily_read_tile_names_the_image_file(tiny_run, tmp_path, mni, capsys):
+    """A .zarr image is read tile by tile, so NaN in it is found only at the tile that reads it: the one-line error
+    names the image file and the hidden copy to delete (it holds the NaN too), after the earlier tiles were done."""
+    img = mni[10:190, 20:140, 90].astype(np.float32)
+    img[60, 95] = np.nan                          # inside the box, in a tile sampled after the first
+    src = tmp_path / "section.zarr"
+    io.write(src, img[None], io.ImageMeta(format="zarr", dtype="float32"))
+    code = main(["inpaint", str(tiny_run), "--image", str(src), "--box", "40:70,30:100", "--out",
+                 str(tmp_path / "out.zarr"), "--steps", "2", "--jump", "1", "--resample", "1", "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"neurodiff: error: {src}: the image holds NaN or Inf values in [(") and \
+        err.endswith(f"then delete {tmp_path / '.out.zarr.partial'} and run again"), err
+    import json
+
+    assert json.loads((tmp_path / ".out.zarr.partial.json").read_text())["tiles_done"] >= 1
+
+
 def test_an_evaluation_cut_off_in_its_first_batch_goes_on_from_the_saved_repaints(tiny_run, mni, tmp_path,
                                                                                   monkeypatch):
     import json

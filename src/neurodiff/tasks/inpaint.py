@@ -38,7 +38,7 @@ from neurodiff.data.normalize import Normalizer
 from neurodiff.diffusion.denoiser import make_precond
 from neurodiff.diffusion.samplers import _D, ancestral_step, randn_like
 from neurodiff.diffusion.schedules import sampling_sigmas
-from neurodiff.errors import NeurodiffError
+from neurodiff.errors import ImageValuesError, NeurodiffError
 from neurodiff.tasks.generate import build_denoiser, make_cond, sample_seed, sampling_autocast
 from neurodiff.tasks.repaint_state import RepaintState, drop_region, keep_region, kept_region, run_key, state_key
 from neurodiff.tiling import axis_spans, pad_to_multiple
@@ -171,7 +171,7 @@ def _check_inputs(model, image, mask_shape, channels: int) -> None:
     if np.dtype(image.dtype) == bool:
         raise NeurodiffError("the image is boolean (a mask?); expected grey levels or colours to inpaint")
     if isinstance(image, np.ndarray) and not np.isfinite(image).all():
-        raise NeurodiffError("the image holds NaN or Inf values; mask them and set them to a finite value first")
+        raise ImageValuesError("the image holds NaN or Inf values; mask them and set them to a finite value first")
 
 
 def check_image(model, image, mask_shape, codec=None):
@@ -229,7 +229,7 @@ def inpaint_batch(model, image: np.ndarray, masks: np.ndarray, seeds: list[int],
     n = len(masks)
     image = image if per_mask else image[None]
     if per_mask and not np.isfinite(image).all():
-        raise NeurodiffError("the images hold NaN or Inf values; mask them and set them to a finite value first")
+        raise ImageValuesError("the images hold NaN or Inf values; mask them and set them to a finite value first")
     known = torch.from_numpy(norm.normalize(image)).expand(n, *image.shape[1:])
     x, m, crop = _pad(known, torch.from_numpy(masks.astype(bool))[:, None], 2 ** (len(cfg.model.channel_mult) - 1))
     D = build_denoiser(model.net, precond, make_cond(cfg, [None] * n, None, device), n, 1.0, False, list(x.shape[1:]))
@@ -317,8 +317,8 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
             if kept:
                 keep_region(state, kept, view)
             if lazy and not np.isfinite(view).all():   # numpy images were checked whole above
-                raise NeurodiffError(f"the image holds NaN or Inf values in {[(r.start, r.stop) for r in region]}; "
-                                     "mask them and set them to a finite value first")
+                raise ImageValuesError(f"the image holds NaN or Inf values in {[(r.start, r.stop) for r in region]}; "
+                                       "mask them and set them to a finite value first")
             known = torch.from_numpy(norm.normalize(view))[None]
             x, m, crop = _pad(known, torch.from_numpy(fill)[None, None], factor)
             if latent:      # known latents from the encoder; a latent voxel is filled if any of its pixels is

@@ -14,7 +14,7 @@ import numpy as np
 from neurodiff import dist
 from neurodiff.data import io
 from neurodiff.data.temps import write_text_atomic
-from neurodiff.errors import NeurodiffError
+from neurodiff.errors import ImageValuesError, NeurodiffError
 from neurodiff.tasks.generate import covariate_row, parse_covariates, resolve_label
 from neurodiff.tasks.inpaint import check_image, inpaint_array, repaint_plan, tile_settings
 from neurodiff.tasks.masks import RegionMask, box_bounds
@@ -221,11 +221,17 @@ def _inpaint(args, model, image, meta, mask, tiled_out: bool, t0: float) -> dict
                         "steps", "jump", "resample", "jump_until", "eta", "tile", "overlap", "seed", "precision")},
                     "feather": args.overlap // 2}     # inpaint_array's default, recorded: it changes the fill
         out, start, on_tile = _partial_output(args, image, meta, json.loads(json.dumps(settings)))
-    out, info = inpaint_array(model, image, mask, steps=args.steps, jump=args.jump, resample=args.resample,
-                              jump_until=args.jump_until, eta=args.eta, tile=args.tile, overlap=args.overlap,
-                              label=label, scalars=scalars, guidance=guidance, seed=args.seed,
-                              progress=not args.no_progress, out=out, precision=args.precision, start=start,
-                              on_tile=on_tile, state=_state_folder(args.out) if tiled_out else None)
+    try:
+        out, info = inpaint_array(model, image, mask, steps=args.steps, jump=args.jump, resample=args.resample,
+                                  jump_until=args.jump_until, eta=args.eta, tile=args.tile, overlap=args.overlap,
+                                  label=label, scalars=scalars, guidance=guidance, seed=args.seed,
+                                  progress=not args.no_progress, out=out, precision=args.precision, start=start,
+                                  on_tile=on_tile, state=_state_folder(args.out) if tiled_out else None)
+    except ImageValuesError as exc:     # a lazily read image is checked tile by tile: name its file
+        from neurodiff.data import zarrio    # the stopped run's copy holds the NaNs too: it cannot be resumed
+
+        again = f", then delete {zarrio.partial_of(args.out)} and run again" if tiled_out else ""
+        raise ImageValuesError(f"{args.image}: {exc}{again}") from None
     if tiled_out:
         from neurodiff.data import tiffio, zarrio
 
