@@ -467,6 +467,14 @@ def test_evaluate_inpainting_protocol_reports_cell_errors_per_bin(tiny_run, tmp_
         assert np.array_equal(y[~mask], img[~mask])
     assert main(["evaluate", "--task", "generation", "--model", str(tiny_run), "--real", str(intact),
                  "--out", str(tmp_path / "x")]) == 2
+    capsys.readouterr()
+    bad = img.astype(np.float32)
+    bad[3, 4] = np.nan
+    io.write(tmp_path / "bad" / "nan.tif", bad[None], io.ImageMeta(format="tiff", dtype="float32"))
+    assert main(["evaluate", "--task", "inpainting", "--model", str(tiny_run), "--real", str(tmp_path / "bad"),
+                 "--out", str(tmp_path / "y"), "--steps", "2"]) == 2
+    assert capsys.readouterr().err.strip() == (f"neurodiff: error: {tmp_path / 'bad' / 'nan.tif'}: the image holds "
+                                               "NaN or Inf values; expected intact images")
 
 
 def test_vp_model_with_a_label_and_guidance_inpaints(slice_folder, tmp_path):

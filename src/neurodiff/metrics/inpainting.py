@@ -181,6 +181,8 @@ def evaluate_inpainting(model, real_dir, out_dir, *, steps: int = 250, jump: int
         group = []
         for i in pending[g:g + per_group]:
             x, meta = io.read(files[i])
+            if not np.isfinite(x).all():
+                raise NeurodiffError(f"{files[i]}: the image holds NaN or Inf values; expected intact images")
             if clf is not None and x.ndim != 3:
                 raise NeurodiffError(f"{files[i]}: classification flips need 2D images, got a volume of shape "
                                      f"{x.shape}")
