@@ -169,7 +169,7 @@ def test_tiled_inpainting_is_seamless_and_only_samples_tiles_touching_the_mask(d
     kw = dict(steps=12, jump=3, resample=2, tile=8, overlap=4, seed=1, feather=0)
     out, info = inpaint_array(model, image, mask, **kw)
     assert out.dtype == np.uint8 and np.array_equal(out[:, ~mask], image[:, ~mask])
-    assert 0 < info["tiles"] < info["tiles_total"]
+    assert 0 < info["tiles"] < info["tiles_total"] and (info["tile_px"], info["overlap_px"]) == (8, 4)
     filled = out[:, mask].astype(float)
     assert np.abs(filled - 150).max() <= 12                # continues the flat image across tiles: no seams
     again, _ = inpaint_array(model, image, mask, **kw)
@@ -459,6 +459,7 @@ def test_evaluate_inpainting_protocol_reports_cell_errors_per_bin(tiny_run, tmp_
     m = json.loads((tmp_path / "rep" / "metrics.json").read_text())
     assert set(m["per_bin_median"]) == {"5%-15%", "15%-30%", "30%-50%"}
     assert (m["steps"], m["jump"], m["resample"], m["tile"], m["precision"]) == (4, 2, 1, None, "auto")
+    assert (m["tile_px"], m["overlap_px"]) == (32, 8)       # the tiles used: the default, the model's training size
     assert (m["jump_until"], m["eta"]) == (0.5, 0.0)
     assert len(m["per_image"]) == 3 and all(0.05 <= r["mask_fraction"] <= 0.5 for r in m["per_image"])
     for r in m["per_image"]:
@@ -728,6 +729,7 @@ def test_batched_repaints_match_one_at_a_time_and_evaluate_batches_them(tiny_run
                      "--masks-per-bin", "2", "--batch", str(b)]) == 0
         run[b] = json.loads((tmp_path / f"b{b}" / "metrics.json").read_text())
         assert run[b]["batch"] == b and run[b]["network_calls_per_tile"] == 6 and len(run[b]["per_image"]) == 12
+        assert run[b]["tile_px"] == 0 and all(r["tile_px"] == 0 for r in run[b]["per_image"])   # whole images
     for r1, r4, r12 in zip(run[1]["per_image"], run[4]["per_image"], run[12]["per_image"]):
         assert r1["mask_fraction"] == r4["mask_fraction"] == r12["mask_fraction"]
         assert abs(r1["psnr_in_mask"] - r4["psnr_in_mask"]) < 0.2 and abs(r1["psnr_in_mask"] - r12["psnr_in_mask"]) < 0.2

@@ -244,7 +244,7 @@ def inpaint_batch(model, image: np.ndarray, masks: np.ndarray, seeds: list[int],
     y = y if crop is None else y[(slice(None), slice(None), *crop)]
     values = np.stack([norm.denormalize(v, np.dtype(image.dtype).name) for v in y])
     return np.where(masks[:, None].astype(bool), values, image), {
-        "tiles": 1, "tiles_total": 1, "network_calls_per_tile": network_calls(schedule),
+        "tiles": 1, "tiles_total": 1, "tile_px": 0, "overlap_px": 0, "network_calls_per_tile": network_calls(schedule),
         "resumed_at_step": run.resumed_at if run else None, "seconds_before": run.seconds_before if run else 0.0}
 
 
@@ -357,7 +357,8 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
     return out, {"tiles": len(tiles), "tiles_total": int(np.prod([len(a) for a in areas])),
                  "network_calls_per_tile": network_calls(schedule),
                  "fraction_filled": filled / float(np.prod(spatial)),
-                 "schedule_steps": len(schedule) - 1, "resumed_tile_step": resumed, "seconds_before": spent}
+                 "schedule_steps": len(schedule) - 1, "resumed_tile_step": resumed, "seconds_before": spent,
+                 "tile_px": 0 if whole else tile, "overlap_px": 0 if whole else overlap}
 
 
 def tile_settings(model, tile: int | None, overlap: int | None, codec) -> tuple[int, int]:
