@@ -3,6 +3,7 @@ where one tile's written part meets the next one's.
 
     python bench/inpaint_seams.py MODEL IMAGES OUT [--block 160] [--tile 64] [--overlap 16] [--feathers 4,8]
                                   [--steps 50 --jump 5 --resample 5 --jump-until 0.5 --eta 0]
+                                  [--train DIR]
 
 IMAGES: a folder of 2D one-channel images (e.g. OUT/intact of bench/inpaint_he.sh, 256x256 H&E); MODEL: a model
 trained on that kind of image (e.g. OUT/run). In every image a centred square of ``--block`` px is filled these
@@ -22,8 +23,12 @@ feathered tile refills (F px before each boundary: a step that feathering only m
 boundaries to the mean on every other line in the hole is about 1 where there is no seam; the intact image gives
 the ratio that real tissue has on the same lines, and the hole's own edges (known pixels against filled ones) the
 discontinuity that any fill of this model and schedule has -- to a tile, its neighbours' fills are known pixels.
-The nuclei in the hole (count, mean area; evaluate's segmentation) are counted in every fill too. OUT gets
-seams.json and, per image, the fills as PNGs; ``--measure-only`` measures the PNGs already there.
+The nuclei in the hole (count, mean area; evaluate's segmentation) are counted in every fill too, overall and in
+four rings by depth (px from the hole's edge, Chebyshev): a fill that follows the tissue around the hole keeps its
+density at every depth, one that drifts to the model's training data moves towards that data's density with depth
+(``--train DIR``: the density and mean area of the training images, segmented the same way). OUT gets seams.json
+and, per image, the fills as PNGs; ``--measure-only`` measures the PNGs already there. (Fills of other tile and
+window sizes, over several seeds: bench/inpaint_window.py.)
 """
 
 from __future__ import annotations
@@ -94,13 +99,43 @@ def seam_ratios(images: list[np.ndarray], lo: int, hi: int, own: np.ndarray, mea
                      ("samples", int(g[k].size)), ("percentile", float((g["other"] < g[k].mean()).mean() * 100)))}
 
 
-def nuclei(images: list[np.ndarray], hole: np.ndarray) -> dict:
-    """The nuclei (evaluate's segmentation) whose centre lies in ``hole``, over all images: count and mean area."""
+def nuclei(images: list[np.ndarray], hole: np.ndarray, rings: int = 4) -> dict:
+    """The nuclei (evaluate's segmentation) whose centre lies in ``hole``, over all images: count and mean area,
+    and per ring of depth in the hole (``rings`` rings of equal width, from its edge inwards) the density per 10^4
+    px and the mean area."""
+    from scipy import ndimage as ndi
+
     from neurodiff.metrics.cells import segment_nuclei
     from neurodiff.metrics.inpainting import _count
 
-    n, area = np.sum([_count(segment_nuclei(y[None], dims=2), hole) for y in images], axis=0)
-    return {"count": int(n), "mean_area_px": float(area / max(n, 1))}
+    depth = ndi.distance_transform_cdt(hole, metric="chessboard")       # 1 on the hole's edge
+    width = -(-int(depth.max()) // rings)
+    ring = [hole & (depth > r * width) & (depth <= (r + 1) * width) for r in range(rings)]
+    labels = [segment_nuclei(y[None], dims=2) for y in images]
+    n, area = np.sum([_count(lab, hole) for lab in labels], axis=0)
+    by_depth = []
+    for r, where in enumerate(ring):
+        rn, ra = np.sum([_count(lab, where) for lab in labels], axis=0)
+        by_depth.append({"depth_px": [r * width + 1, (r + 1) * width], "per_1e4_px": float(1e4 * rn / (where.sum()
+                         * len(images))), "mean_area_px": float(ra / max(rn, 1)), "count": int(rn)})
+    return {"count": int(n), "mean_area_px": float(area / max(n, 1)),
+            "per_1e4_px": float(1e4 * n / (hole.sum() * len(images))), "by_depth": by_depth}
+
+
+def training_nuclei(folder: Path) -> dict:
+    """Density and mean area of the nuclei of the training images (whole images, evaluate's segmentation)."""
+    from neurodiff.metrics.cells import segment_nuclei
+    from neurodiff.metrics.inpainting import _count
+
+    files = sorted(p for p in folder.iterdir() if p.is_file() and io.is_image_file(p))
+    if not files:
+        raise SystemExit(f"--train {folder}: no image files")
+    n = area = px = 0
+    for f in files:
+        y = io.read(f)[0][0]
+        c, a = _count(segment_nuclei(y[None], dims=2), np.ones(y.shape, bool))
+        n, area, px = n + c, area + a, px + y.size
+    return {"images": len(files), "per_1e4_px": 1e4 * n / px, "mean_area_px": area / max(n, 1)}
 
 
 def independent_tiles(model, image: np.ndarray, hole: np.ndarray, tile: int, overlap: int, **kw) -> np.ndarray:
@@ -134,6 +169,7 @@ def main() -> None:
     ap.add_argument("--resample", type=int, default=5)
     ap.add_argument("--jump-until", type=float, default=0.5)
     ap.add_argument("--eta", type=float, default=0.0)
+    ap.add_argument("--train", type=Path, default=None, help="the training images, to compare densities with")
     ap.add_argument("--limit", type=int, default=None, help="the first N images")
     ap.add_argument("--measure-only", action="store_true", help="measure the fills a run left in OUT")
     a = ap.parse_args()
@@ -171,8 +207,10 @@ def main() -> None:
     lo = (shape[1] - a.block) // 2
     hole = np.zeros(shape[1:], bool)
     hole[lo:lo + a.block, lo:lo + a.block] = True
-    res = {"settings": {k: v for k, v in vars(a).items() if k not in ("images", "out")} | {"images": len(files)},
+    res = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()
+                        if k not in ("images", "out")} | {"images": len(files)},
            "nuclei_in_hole": {k: nuclei(v, hole) for k, v in fills.items()},
+           "nuclei_in_training_images": training_nuclei(a.train) if a.train else None,
            "tile_boundaries": [int(c) for c in np.flatnonzero(np.r_[False, own[1:] != own[:-1]])],
            "seconds": times,
            "measures": {m: {k: seam_ratios(v, lo, lo + a.block, own, m, max(feathers, default=0))
@@ -183,6 +221,14 @@ def main() -> None:
     print(f"tile boundaries at {res['tile_boundaries']} px; hole {a.block}^2 in {len(files)} images")
     print("nuclei in the holes (all images): " + "; ".join(f"{k} {v['count']} of mean area {v['mean_area_px']:.1f} px"
                                                           for k, v in res["nuclei_in_hole"].items()))
+    print("nuclei per 10^4 px (mean area, px) in the hole, overall; by depth " + ", ".join(
+        f"{r['depth_px'][0]}-{r['depth_px'][1]}" for r in res["nuclei_in_hole"]["intact"]["by_depth"]) + " px:")
+    for k, v in res["nuclei_in_hole"].items():
+        print(f"  {k}: {v['per_1e4_px']:.1f} ({v['mean_area_px']:.0f}); " + ", ".join(
+            f"{r['per_1e4_px']:.1f} ({r['mean_area_px']:.0f})" for r in v["by_depth"]))
+    if a.train:
+        t = res["nuclei_in_training_images"]
+        print(f"  training images ({t['images']}): {t['per_1e4_px']:.1f} ({t['mean_area_px']:.0f})")
     print("| fill | " + " | ".join(f"{m}: tile boundaries / band / hole edges / other lines; band 1, 2, ... px "
                                    "before the boundaries" for m in MEASURES) + " |")
     for k in fills:

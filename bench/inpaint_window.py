@@ -1,0 +1,116 @@
+"""Do the nuclei a fill makes depend on the window the network sees? A centred hole in real tissue, filled as one
+tile of different sizes and as smaller tiles, over several seeds.
+
+    python bench/inpaint_window.py MODEL IMAGES OUT [--block 160] [--crops 192] [--tiles 64/16]
+                                   [--seeds 0,100] [--steps 50 --jump 5 --resample 5 --jump-until 0.5 --eta 0]
+
+IMAGES: a folder of 2D one-channel images of one shape (e.g. OUT/intact of bench/inpaint_he.sh, 256x256 H&E);
+MODEL: a model trained on that kind of image (e.g. OUT/run). In every image a centred square of ``--block`` px is
+filled, with image n's seed SEED + n for each SEED of ``--seeds``, these ways:
+- *whole*: the whole image as one tile (``--tile 0``);
+- *crop C* for each C of ``--crops``: the centred C x C crop as one tile (C - block px of tissue around the hole
+  instead of the whole image's), pasted back;
+- *tiles T/O* for each T/O of ``--tiles``: tiles of T px overlapping by O (``inpaint``'s default soft band), the
+  hole split among them.
+The nuclei whose centre lies in the hole (``evaluate``'s segmentation of the whole image) are counted: number and
+mean area per fill, per seed and over all seeds, with the intact images' as the reference.
+OUT/window_BLOCK_seedsS1-S2.json gets them; the figures are printed as a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from neurodiff.data import io
+from neurodiff.metrics.cells import segment_nuclei
+from neurodiff.metrics.inpainting import _count
+from neurodiff.tasks.inpaint import inpaint_array
+from neurodiff.train.state import load_model
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model")
+    ap.add_argument("images", type=Path)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--block", type=int, default=160)
+    ap.add_argument("--crops", default="192", help="one-tile crop sizes around the hole, comma-separated")
+    ap.add_argument("--tiles", default="64/16", help="tile/overlap of tiled fills, comma-separated")
+    ap.add_argument("--seeds", default="0,100")
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--jump", type=int, default=5)
+    ap.add_argument("--resample", type=int, default=5)
+    ap.add_argument("--jump-until", type=float, default=0.5)
+    ap.add_argument("--eta", type=float, default=0.0)
+    a = ap.parse_args()
+    a.out.mkdir(parents=True, exist_ok=True)
+    model = load_model(a.model)
+    kw = dict(steps=a.steps, jump=a.jump, resample=a.resample, jump_until=a.jump_until, eta=a.eta)
+    crops = [int(c) for c in a.crops.split(",") if c.strip()]
+    tiles = [tuple(int(v) for v in t.split("/")) for t in a.tiles.split(",") if t.strip()]
+    seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
+    files = sorted(p for p in a.images.iterdir() if p.is_file())
+    images = [io.read(f)[0] for f in files]
+    shape = images[0].shape
+    if any(x.shape != shape or x.ndim != 3 or x.shape[0] != 1 for x in images):
+        raise SystemExit(f"{a.images}: expected one-channel 2D images of one shape")
+    if any(not a.block < c <= min(shape[1:]) for c in crops):
+        raise SystemExit(f"--crops: expected sizes above --block {a.block} and at most the images' {list(shape[1:])}")
+    lo = [(n - a.block) // 2 for n in shape[1:]]
+    hole = np.zeros(shape[1:], bool)
+    hole[lo[0]:lo[0] + a.block, lo[1]:lo[1] + a.block] = True
+
+    def crop_fill(x, c, seed):
+        y0, x0 = [(n - c) // 2 for n in shape[1:]]
+        win = (slice(None), slice(y0, y0 + c), slice(x0, x0 + c))
+        y = x.copy()
+        y[win] = inpaint_array(model, x[win], hole[win[1:]], tile=0, seed=seed, **kw)[0]
+        return y
+
+    fills = {"whole": lambda x, s: inpaint_array(model, x, hole, tile=0, seed=s, **kw)[0]}
+    fills |= {f"crop {c}": lambda x, s, c=c: crop_fill(x, c, s) for c in crops}
+    fills |= {f"tiles {t}/{o}": lambda x, s, t=t, o=o: inpaint_array(model, x, hole, tile=t, overlap=o, seed=s,
+                                                                     **kw)[0] for t, o in tiles}
+    count = lambda y: _count(segment_nuclei(y[None], dims=2), hole)     # noqa: E731
+    intact = [count(x[0]) for x in images]
+    res = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()} | {"images": len(files)},
+           "intact": {"nuclei": int(sum(n for n, _ in intact)), "mean_area_px": sum(s for _, s in intact)
+                      / max(sum(n for n, _ in intact), 1)}, "per_seed": {}, "seconds": {k: 0.0 for k in fills}}
+    for seed in seeds:
+        row = {}
+        for name, fill in fills.items():
+            n = area = 0
+            for i, x in enumerate(images):
+                t = time.perf_counter()
+                y = fill(x, seed + i)
+                res["seconds"][name] += time.perf_counter() - t
+                assert np.array_equal(y[:, ~hole], x[:, ~hole]), f"{name}: known pixels changed"
+                c, s = count(y[0])
+                n, area = n + c, area + s
+            row[name] = {"nuclei": n, "mean_area_px": area / max(n, 1)}
+            print(f"seed {seed}: {name}: {n} nuclei of mean area {area / max(n, 1):.1f} px", flush=True)
+        res["per_seed"][str(seed)] = row
+    res["all_seeds"] = {k: {"nuclei": sum(r[k]["nuclei"] for r in res["per_seed"].values()),
+                            "mean_area_px": sum(r[k]["nuclei"] * r[k]["mean_area_px"] for r in res["per_seed"].values())
+                            / max(sum(r[k]["nuclei"] for r in res["per_seed"].values()), 1)} for k in fills}
+    name = f"window_{a.block}_seeds{'-'.join(map(str, seeds))}.json"
+    tmp = a.out / f"{name}.tmp"
+    tmp.write_text(json.dumps(res, indent=1))
+    tmp.replace(a.out / name)
+    ref = res["intact"]
+    print(f"hole {a.block}^2 in {len(files)} images of {list(shape[1:])}; intact: {ref['nuclei']} nuclei of mean area "
+          f"{ref['mean_area_px']:.1f} px (per seed)")
+    print("| fill | " + " | ".join(f"seed {s}: nuclei (vs intact), mean area px (vs intact)" for s in seeds) + " |")
+    for k in fills:
+        cells = [f"{r[k]['nuclei']} ({r[k]['nuclei'] / ref['nuclei'] - 1:+.0%}), {r[k]['mean_area_px']:.1f} "
+                 f"({r[k]['mean_area_px'] / ref['mean_area_px'] - 1:+.0%})" for r in res["per_seed"].values()]
+        print(f"| {k} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
