@@ -112,12 +112,12 @@ def nuclei(images: list[np.ndarray], hole: np.ndarray, rings: int = 4) -> dict:
     width = -(-int(depth.max()) // rings)
     ring = [hole & (depth > r * width) & (depth <= (r + 1) * width) for r in range(rings)]
     labels = [segment_nuclei(y[None], dims=2) for y in images]
-    n, area = np.sum([_count(lab, hole) for lab in labels], axis=0)
     by_depth = []
     for r, where in enumerate(ring):
         rn, ra = np.sum([_count(lab, where) for lab in labels], axis=0)
         by_depth.append({"depth_px": [r * width + 1, (r + 1) * width], "per_1e4_px": float(1e4 * rn / (where.sum()
-                         * len(images))), "mean_area_px": float(ra / max(rn, 1)), "count": int(rn)})
+                         * len(images))), "mean_area_px": float(ra / max(rn, 1)), "count": int(rn), "area": ra})
+    n, area = sum(r["count"] for r in by_depth), sum(r.pop("area") for r in by_depth)   # the rings cover the hole
     return {"count": int(n), "mean_area_px": float(area / max(n, 1)),
             "per_1e4_px": float(1e4 * n / (hole.sum() * len(images))), "by_depth": by_depth}
 

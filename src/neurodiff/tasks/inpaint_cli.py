@@ -227,10 +227,10 @@ def _inpaint(args, model, image, meta, mask, tiled_out: bool, t0: float) -> dict
                                   label=label, scalars=scalars, guidance=guidance, seed=args.seed,
                                   progress=not args.no_progress, out=out, precision=args.precision, start=start,
                                   on_tile=on_tile, state=_state_folder(args.out) if tiled_out else None)
-    except ImageValuesError as exc:     # a lazily read image is checked tile by tile: name its file
+    except ImageValuesError as exc:     # only a lazily read (tiled) image is checked tile by tile: name its file
         from neurodiff.data import zarrio    # the stopped run's copy holds the NaNs too: it cannot be resumed
 
-        again = f", then delete {zarrio.partial_of(args.out)} and run again" if tiled_out else ""
+        again = f", then delete {zarrio.partial_of(args.out)} and run again"
         raise ImageValuesError(f"{args.image}: {exc}{again}") from None
     if tiled_out:
         from neurodiff.data import tiffio, zarrio
