@@ -12,9 +12,13 @@ filled, with image n's seed SEED + n for each SEED of ``--seeds``, these ways:
   instead of the whole image's), pasted back;
 - *tiles T/O* for each T/O of ``--tiles``: tiles of T px overlapping by O (``inpaint``'s default soft band), the
   hole split among them.
+``--blank``: nothing known -- the whole image is filled, each way above (so the image's content does not matter):
+what the model makes of a window on its own, what a fill that sees nothing of the tissue drifts to.
 The nuclei whose centre lies in the hole (``evaluate``'s segmentation of the whole image) are counted: number and
-mean area per fill, per seed and over all seeds, with the intact images' as the reference.
-OUT/window_BLOCK_seedsS1-S2.json gets them; the figures are printed as a table.
+mean area per fill, per seed and over all seeds (and the number per image), with the intact images' as the
+reference.
+OUT/window_BLOCK_seedsS1-S2.json (window_BLOCK_blank_... with ``--blank``) gets them; the figures are printed as a
+table.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ def main() -> None:
     ap.add_argument("--crops", default="192", help="one-tile crop sizes around the hole, comma-separated")
     ap.add_argument("--tiles", default="64/16", help="tile/overlap of tiled fills, comma-separated")
     ap.add_argument("--seeds", default="0,100")
+    ap.add_argument("--blank", action="store_true", help="fill the whole image, not the hole (nothing known)")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--jump", type=int, default=5)
     ap.add_argument("--resample", type=int, default=5)
@@ -64,41 +69,45 @@ def main() -> None:
     lo = [(n - a.block) // 2 for n in shape[1:]]
     hole = np.zeros(shape[1:], bool)
     hole[lo[0]:lo[0] + a.block, lo[1]:lo[1] + a.block] = True
+    fill_mask = np.ones_like(hole) if a.blank else hole          # what is filled; the nuclei are counted in the hole
 
     def crop_fill(x, c, seed):
         y0, x0 = [(n - c) // 2 for n in shape[1:]]
         win = (slice(None), slice(y0, y0 + c), slice(x0, x0 + c))
         y = x.copy()
-        y[win] = inpaint_array(model, x[win], hole[win[1:]], tile=0, seed=seed, **kw)[0]
+        y[win] = inpaint_array(model, x[win], fill_mask[win[1:]], tile=0, seed=seed, **kw)[0]
         return y
 
-    fills = {"whole": lambda x, s: inpaint_array(model, x, hole, tile=0, seed=s, **kw)[0]}
+    fills = {"whole": lambda x, s: inpaint_array(model, x, fill_mask, tile=0, seed=s, **kw)[0]}
     fills |= {f"crop {c}": lambda x, s, c=c: crop_fill(x, c, s) for c in crops}
-    fills |= {f"tiles {t}/{o}": lambda x, s, t=t, o=o: inpaint_array(model, x, hole, tile=t, overlap=o, seed=s,
+    fills |= {f"tiles {t}/{o}": lambda x, s, t=t, o=o: inpaint_array(model, x, fill_mask, tile=t, overlap=o, seed=s,
                                                                      **kw)[0] for t, o in tiles}
     count = lambda y: _count(segment_nuclei(y[None], dims=2), hole)     # noqa: E731
     intact = [count(x[0]) for x in images]
     res = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()} | {"images": len(files)},
            "intact": {"nuclei": int(sum(n for n, _ in intact)), "mean_area_px": sum(s for _, s in intact)
-                      / max(sum(n for n, _ in intact), 1)}, "per_seed": {}, "seconds": {k: 0.0 for k in fills}}
+                      / max(sum(n for n, _ in intact), 1), "nuclei_per_image": [n for n, _ in intact]},
+           "per_seed": {}, "seconds": {k: 0.0 for k in fills}}
     for seed in seeds:
         row = {}
         for name, fill in fills.items():
             n = area = 0
+            each = []
             for i, x in enumerate(images):
                 t = time.perf_counter()
                 y = fill(x, seed + i)
                 res["seconds"][name] += time.perf_counter() - t
-                assert np.array_equal(y[:, ~hole], x[:, ~hole]), f"{name}: known pixels changed"
+                assert np.array_equal(y[:, ~fill_mask], x[:, ~fill_mask]), f"{name}: known pixels changed"
                 c, s = count(y[0])
                 n, area = n + c, area + s
-            row[name] = {"nuclei": n, "mean_area_px": area / max(n, 1)}
+                each.append(c)
+            row[name] = {"nuclei": n, "mean_area_px": area / max(n, 1), "nuclei_per_image": each}
             print(f"seed {seed}: {name}: {n} nuclei of mean area {area / max(n, 1):.1f} px", flush=True)
         res["per_seed"][str(seed)] = row
     res["all_seeds"] = {k: {"nuclei": sum(r[k]["nuclei"] for r in res["per_seed"].values()),
                             "mean_area_px": sum(r[k]["nuclei"] * r[k]["mean_area_px"] for r in res["per_seed"].values())
                             / max(sum(r[k]["nuclei"] for r in res["per_seed"].values()), 1)} for k in fills}
-    name = f"window_{a.block}_seeds{'-'.join(map(str, seeds))}.json"
+    name = f"window_{a.block}{'_blank' if a.blank else ''}_seeds{'-'.join(map(str, seeds))}.json"
     tmp = a.out / f"{name}.tmp"
     tmp.write_text(json.dumps(res, indent=1))
     tmp.replace(a.out / name)
