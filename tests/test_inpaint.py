@@ -157,7 +157,7 @@ def test_a_soft_mask_releases_a_pixel_the_later_the_smaller_its_value():
 
 
 @pytest.mark.parametrize("dims", [2, 3])
-def test_tiled_inpainting_is_seamless_and_only_samples_tiles_touching_the_mask(dims):
+def test_tiled_inpainting_is_seamless_and_only_samples_tiles_touching_the_mask(dims, capsys):
     spatial = (48, 40) if dims == 2 else (24, 20, 20)
     image = np.full((1, *spatial), 150, dtype=np.uint8)
     image[(0, *[slice(0, 2)] * dims)] = 7                  # a few odd known pixels far from the mask
@@ -170,10 +170,14 @@ def test_tiled_inpainting_is_seamless_and_only_samples_tiles_touching_the_mask(d
     out, info = inpaint_array(model, image, mask, **kw)
     assert out.dtype == np.uint8 and np.array_equal(out[:, ~mask], image[:, ~mask])
     assert 0 < info["tiles"] < info["tiles_total"] and (info["tile_px"], info["overlap_px"]) == (8, 4)
+    from neurodiff.tiling import regions       # tiles inside the hole see nothing of the image: counted, not hidden
+    assert info["tiles_blind"] == sum(bool(mask[r].all()) for r in regions(list(spatial), 8, 4)) > 0
     filled = out[:, mask].astype(float)
     assert np.abs(filled - 150).max() <= 12                # continues the flat image across tiles: no seams
-    again, _ = inpaint_array(model, image, mask, **kw)
+    again, _ = inpaint_array(model, image, mask, progress=True, **kw)
     assert np.array_equal(out, again)                       # seeded
+    assert f"note: {info['tiles_blind']} of the {info['tiles']} tiles to sample lie wholly in the mask" in \
+        capsys.readouterr().err                             # said before any work
     soft, _ = inpaint_array(model, image, mask, **kw | {"feather": 2})
     assert np.array_equal(soft[:, ~mask], image[:, ~mask]) and not np.array_equal(soft, out)
 
@@ -462,10 +466,13 @@ def test_evaluate_inpainting_protocol_reports_cell_errors_per_bin(tiny_run, tmp_
     assert (m["tile_px"], m["overlap_px"]) == (32, 8)       # the tiles used: the default, the model's training size
     assert (m["jump_until"], m["eta"]) == (0.5, 0.0)
     assert len(m["per_image"]) == 3 and all(0.05 <= r["mask_fraction"] <= 0.5 for r in m["per_image"])
+    from neurodiff.tiling import regions
+    assert m["tiles_blind"] == sum(r["tiles_blind"] for r in m["per_image"])
     for r in m["per_image"]:
         y = io.read(tmp_path / "rep" / "repaired" / f"cell_bin{m['per_image'].index(r)}.png")[0][0]
         mask = io.read(tmp_path / "rep" / "masks" / f"cell_bin{m['per_image'].index(r)}.png")[0][0] > 0
         assert np.array_equal(y[~mask], img[~mask])
+        assert r["tiles_blind"] == sum(bool(mask[g].all()) for g in regions(list(mask.shape), 32, 8))
     assert main(["evaluate", "--task", "generation", "--model", str(tiny_run), "--real", str(intact),
                  "--out", str(tmp_path / "x")]) == 2
     capsys.readouterr()
@@ -951,31 +958,33 @@ def test_tile_bookkeeping_by_region_matches_a_full_size_todo_mask():
                     band = boxes[d] & ~boxes[d - 1] & done
                     soft[band], commit = 1 - d / (feather + 1), commit | band
                 todo[area] = False
-                out.append((k, soft if (soft % 1).any() else fill, commit))
+                out.append((k, soft if (soft % 1).any() else fill, commit, bool(mask[region].all())))
         return out
 
-    rng, bands = np.random.default_rng(0), 0
+    rng, bands, blinds = np.random.default_rng(0), 0, 0
     for trial in range(300):
         dims, tile = int(rng.choice([2, 3])), int(rng.choice([0, 4, 8]))
         shape = tuple(int(rng.integers(1, 3 * max(tile, 4) + 5)) for _ in range(dims))
         overlap = int(rng.integers(0, tile)) if tile else 0
-        mask = rng.random(shape) < rng.choice([0.002, 0.05, 0.3])
+        mask = rng.random(shape) < rng.choice([0.002, 0.05, 0.3, 0.97])
         if not mask.any():
             continue
         whole = not tile or all(n <= tile for n in shape)
         spans = [[slice(0, n)] for n in shape] if whole else axis_spans(list(shape), tile, overlap)
         areas = [[_commit_area((r,), (n,), overlap // 2)[0] for r in rs] for rs, n in zip(spans, shape)]
         lazy = RegionMask(shape, mask[None].astype(np.uint8)) if trial % 2 else mask
-        tiles, filled = _tiles_to_sample(lazy, shape, spans, areas)
+        tiles, filled, blind = _tiles_to_sample(lazy, shape, spans, areas)
         feather = int(rng.integers(0, overlap // 2 + 1))
         ref = reference(mask, tile, overlap, feather)
         assert filled == mask.sum() and tiles == [k for k, *_ in ref], (shape, tile, overlap)
-        for k, fill, commit in ref:
+        assert blind == sum(b for *_, b in ref), (shape, tile, overlap)       # tiles that see nothing of the image
+        blinds += blind
+        for k, fill, commit, _ in ref:
             got = _tile_fill(lazy, k, spans, areas, feather)
             assert got[1].dtype == fill.dtype and np.array_equal(got[1], fill), (shape, tile, overlap, feather, k)
             assert np.array_equal(got[2], commit), (shape, tile, overlap, feather, k)
             bands += int((fill % 1 > 0).sum())
-    assert bands > 1000                                     # the feathered bands were exercised
+    assert bands > 1000 and blinds > 20                     # the feathered bands and blind tiles were exercised
 
 
 def test_mask_scan_reads_bounded_bands_of_large_volumes(monkeypatch):

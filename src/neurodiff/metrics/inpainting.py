@@ -229,7 +229,8 @@ def evaluate_inpainting(model, real_dir, out_dir, *, steps: int = 250, jump: int
                              "psnr_in_mask": float(image.psnr(xf, xr, rng, m)[0]),
                              "ssim_in_mask": _ssim_in_mask(image, xf, xr, rng, m),
                              "network_calls_per_tile": info["network_calls_per_tile"], "tiles": info["tiles"],
-                             "tile_px": info["tile_px"], "overlap_px": info["overlap_px"]})
+                             "tile_px": info["tile_px"], "overlap_px": info["overlap_px"],
+                             "tiles_blind": int(mask.all()) if batch > 1 else info["tiles_blind"]})   # batch: whole
                 if p_real is not None:
                     rows[-1].update(class_real=int(p_real.argmax()),
                                     **compare_classes(p_real, class_probs(*clf, y), ""))
@@ -306,6 +307,7 @@ def _summary(rows: list[dict], settings: dict, done: list[str], seconds: float, 
             **{k: st[k] for k in ("steps", "jump", "resample", "jump_until", "eta", "precision", "tile", "batch")},
             "network_calls_per_tile": rows[0]["network_calls_per_tile"], "n_images": len(done),
             **{k: max((r[k] for r in rows if k in r), default=None) for k in ("tile_px", "overlap_px")},
+            "tiles_blind": sum(r.get("tiles_blind", 0) for r in rows),
             "complete": len(done) == len(st["images"]), "masks_per_bin": st["masks_per_bin"], "seconds": seconds,
             "per_bin_median": per_bin,
             **{f"{k}_median": float(np.nanmedian([r[k] for r in rows])) for k in ERRORS},

@@ -247,6 +247,7 @@ def _inpaint(args, model, image, meta, mask, tiled_out: bool, t0: float) -> dict
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     info.update(seconds=time.perf_counter() - t0, peak_rss_mib=peak, tiles_resumed=start)
     note = [f"{start} written by the stopped run"] if start else []
+    note += [f"{info['tiles_blind']} wholly in the mask"] if info["tiles_blind"] else []
     if info["resumed_tile_step"]:
         note.append(f"tile {start + 1} went on after {info['resumed_tile_step'][1] + 1} of its "
                     f"{info['schedule_steps']} schedule steps")
