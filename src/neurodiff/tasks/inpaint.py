@@ -304,10 +304,10 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
     bar, resumed, spent = None, None, 0.0
     if progress:
         from tqdm import tqdm
-        if blind:             # before any work: on real H&E such tiles gave 13-27 % more nuclei (README)
+        if blind and not whole:       # before any work (README 'Tiles inside a hole': more nuclei on real H&E)
             print(f"note: {blind} of the {len(tiles)} tiles to sample lie wholly in the mask, seeing nothing of the "
-                  f"image: their fill follows the model's training images more than this image; a --tile that holds "
-                  f"the holes avoids it (README: 'Tiles inside a hole')", file=sys.stderr)
+                  f"image: their fill cannot follow its tissue, only the model and earlier tiles; a --tile that "
+                  f"holds the holes avoids them (README: 'Tiles inside a hole')", file=sys.stderr)
         bar = tqdm(total=len(tiles), initial=start, desc="inpainting", unit="tile")
     for j, k in enumerate(tiles):
         if j < start:                 # written by the stopped run: what it filled counts as known now
