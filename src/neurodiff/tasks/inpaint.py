@@ -392,14 +392,18 @@ def _tiles_to_sample(mask, spatial, spans, areas) -> tuple[list[int], int, int]:
     for lead in np.ndindex(*counts[:-1]):
         box = tuple(spans[a][i] for a, i in enumerate(lead))
         band = np.asarray(mask[(*box, slice(0, spatial[-1]))], bool)
-        rel = lambda part, b: slice(part.start - b.start, part.stop - b.start)     # noqa: E731
-        written = tuple(rel(areas[a][i], b) for a, (i, b) in enumerate(zip(lead, box)))
-        filled += int(band[tuple(rel(own[a][i], b) for a, (i, b) in enumerate(zip(lead, box)))].sum())
+        written = tuple(_within(areas[a][i], b) for a, (i, b) in enumerate(zip(lead, box)))
+        filled += int(band[tuple(_within(own[a][i], b) for a, (i, b) in enumerate(zip(lead, box)))].sum())
         for i, (last, span) in enumerate(zip(areas[-1], spans[-1])):
             if band[(*written, last)].any():
                 tiles.append(int(np.ravel_multi_index((*lead, i), counts)))
                 blind += bool(band[(..., span)].all())
     return tiles, filled, blind
+
+
+def _within(part: slice, box: slice) -> slice:
+    """Along an axis, ``part`` (inside ``box``) in the coordinates of ``box``."""
+    return slice(part.start - box.start, part.stop - box.start)
 
 
 def _first_part(parts: list[slice], i: int) -> slice:
@@ -426,8 +430,7 @@ def _tile_fill(mask, k: int, spans, areas, feather: int = 0) -> tuple[tuple[slic
             fill[tuple(slice(max(areas[a][i].start, r.start) - r.start, min(areas[a][i].stop, r.stop) - r.start)
                        for a, (i, r) in enumerate(zip(other, region)))] = False
     commit = np.zeros_like(fill)
-    own = tuple(slice(areas[a][i].start - r.start, areas[a][i].stop - r.start)
-                for a, (i, r) in enumerate(zip(ix, region)))
+    own = tuple(_within(areas[a][i], r) for a, (i, r) in enumerate(zip(ix, region)))
     commit[own] = fill[own]
     if not feather or not commit.any():
         return region, fill, commit
