@@ -182,6 +182,44 @@ def test_tiled_inpainting_is_seamless_and_only_samples_tiles_touching_the_mask(d
     assert np.array_equal(soft[:, ~mask], image[:, ~mask]) and not np.array_equal(soft, out)
 
 
+def _largest_square(m: np.ndarray) -> int:
+    """By brute force: the side of the largest all-True square in any plane of ``m``."""
+    planes, side = m.reshape(-1, *m.shape[-2:]), 0
+    while any(p[y:y + side + 1, x:x + side + 1].all() for p in planes for y in range(p.shape[0] - side)
+              for x in range(p.shape[1] - side)):
+        side += 1
+    return side
+
+
+def test_largest_square_of_a_mask_and_the_auto_tile_that_no_tile_lies_wholly_in(capsys):
+    from neurodiff.tasks.masks import auto_tile, square_side
+    from neurodiff.tiling import regions
+
+    rng = np.random.default_rng(3)
+    for shape in [(9, 13), (13, 9), (1, 7), (3, 8, 6)]:
+        for _ in range(40):
+            m = rng.random(shape) < rng.uniform(0.5, 0.95)
+            assert square_side(m) == _largest_square(m), m.astype(int)
+    assert square_side(np.zeros((5, 5), bool)) == 0 and square_side(np.ones((4, 6), bool)) == 4
+    # the least multiple of the factor above the square, at least the training size, at most 4x it (2D) or 2x (3D)
+    assert [auto_tile(64, 4, s, 2) for s in (0, 63, 64, 160, 255, 256, 5000)] == [64, 64, 68, 164, 256, 256, 256]
+    assert [auto_tile(32, 8, s, 3) for s in (10, 40, 63, 500)] == [32, 48, 64, 64]
+    spatial = (48, 40)
+    image = np.full((1, *spatial), 150, dtype=np.uint8)
+    mask = np.zeros(spatial, dtype=bool)
+    mask[10:30, 4:30] = True                                # a 20 x 26 hole in an image of 8^2 tiles
+    model = flat_model(2, [8, 8])
+    kw = dict(steps=4, jump=2, resample=2, seed=1, feather=0)
+    _, info = inpaint_array(model, image, mask, **kw)
+    assert info["tile_px"] == 8 and info["tiles_blind"] > 0
+    out, info = inpaint_array(model, image, mask, tile="auto", progress=True, **kw)
+    assert info["tile_px"] == auto_tile(8, 2, 20, 2) == 22 and info["tiles_blind"] == 0
+    assert sum(bool(mask[r].all()) for r in regions(list(spatial), 22, info["overlap_px"])) == 0
+    assert np.array_equal(out[:, ~mask], image[:, ~mask]) and "note:" not in capsys.readouterr().err
+    with pytest.raises(NeurodiffError, match="--tile big: expected 0 .the whole image., auto or"):
+        inpaint_array(model, image, mask, tile="big", **kw)
+
+
 def test_boxes_and_bad_masks_have_clear_errors():
     m = parse_boxes(["2:4,1:3"], (6, 5))
     assert m.sum() == 4 and m[2:4, 1:3].all()
@@ -307,6 +345,41 @@ def test_a_stopped_inpaint_resumes_to_the_uninterrupted_result(tiny_run, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
+def test_tile_auto_holds_the_hole_and_a_stopped_run_resumes_with_the_tile_it_chose(tiny_run, tmp_path, mni,
+                                                                                    monkeypatch, capsys):
+    import json
+
+    import neurodiff.tasks.inpaint as inpaint_mod
+
+    src = tmp_path / "section.tif"
+    io.write(src, (mni[10:190, 20:140, 90].astype(np.uint16) * 200)[None], io.ImageMeta(format="tiff", dtype="uint16"))
+    args = lambda out, *more: ["inpaint", str(tiny_run), "--image", str(src), "--box", "40:80,30:100", "--out",  # noqa: E731
+                               str(out), "--steps", "4", "--jump", "2", "--resample", "2", "--no-progress", *more]
+    assert main(args(tmp_path / "default.tif")) == 0          # 32^2 tiles: some lie wholly in the 40 x 70 hole
+    assert "wholly in the mask" in capsys.readouterr().out
+    real, calls, stop = inpaint_mod.repaint, [], [None]
+
+    def counted(*a, **kw):
+        calls.append(1)
+        if len(calls) == stop[0]:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(inpaint_mod, "repaint", counted)
+    assert main(args(tmp_path / "whole.zarr", "--tile", "auto")) == 0
+    said, n_tiles = capsys.readouterr().out, len(calls)
+    assert "--tile auto: 42 px (the mask's largest square: 40 px)" in said and "wholly in the mask" not in said
+    out, stop[0] = tmp_path / "cut.zarr", 2
+    calls.clear()
+    assert main(args(out, "--tile", "auto")) == 130
+    assert json.loads((tmp_path / ".cut.zarr.partial.json").read_text())["settings"]["tile"] == 42
+    calls.clear()
+    stop[0] = None
+    assert main(args(out, "--tile", "42", "--overlap", "10", "--resume")) == 0     # the tile it chose, spelled out
+    assert n_tiles >= 2 and len(calls) == n_tiles - 1
+    assert np.array_equal(io.read(out)[0], io.read(tmp_path / "whole.zarr")[0])
+
+
 def test_bad_settings_and_outputs_are_refused_before_any_work(tiny_run, tmp_path, mni, monkeypatch, capsys):
     """Settings the run cannot use, an output format that cannot hold the image, an image the model cannot take:
     one line naming the option or file, before the image is copied or a tile sampled, and nothing left behind."""
@@ -322,8 +395,8 @@ def test_bad_settings_and_outputs_are_refused_before_any_work(tiny_run, tmp_path
     io.write(tmp_path / "rgb.tif", np.zeros((3, 64, 64), np.uint8))
     for image, out, more, error in [
             ("grey", "x.png", [], "x.png: PNG holds uint8 or uint16, got float32"),
-            ("grey", "x.tif", ["--tile", "31"], "--tile 31: expected 0 (the whole image) or a positive multiple of"),
-            ("grey", "x.tif", ["--tile", "-32"], "--tile -32: expected 0 (the whole image) or a positive multiple"),
+            ("grey", "x.tif", ["--tile", "31"], "--tile 31: expected 0 (the whole image), auto or a positive multiple"),
+            ("grey", "x.tif", ["--tile", "-32"], "--tile -32: expected 0 (the whole image), auto or a positive "),
             ("grey", "x.tif", ["--tile", "32", "--overlap", "32"], "--overlap 32: expected 0 <= overlap < tile"),
             ("grey", "x.zarr", ["--steps", "-3"], "--steps: expected an integer >= 1, got -3"),
             ("grey", "x.tif", ["--eta", "5"], "--eta: expected a number in [0, 1], got 5"),
@@ -333,6 +406,10 @@ def test_bad_settings_and_outputs_are_refused_before_any_work(tiny_run, tmp_path
         err = capsys.readouterr().err
         assert error in err and len(err.strip().splitlines()) == 1, (more, err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grey.tif", "rgb.tif"]
+    with pytest.raises(SystemExit):           # argparse: the usage, then the one line
+        main(["inpaint", str(tiny_run), "--image", str(tmp_path / "grey.tif"), "--box", "1:9,1:9", "--out",
+              str(tmp_path / "x.tif"), "--tile", "big"])
+    assert "argument --tile: invalid int_or_auto value: 'big'" in capsys.readouterr().err
 
 
 def test_tiff_image_and_mask_are_read_and_the_tiff_written_by_region(tiny_run, tmp_path, mni, monkeypatch, capsys):
@@ -480,6 +557,17 @@ def test_evaluate_inpainting_protocol_reports_cell_errors_per_bin(tiny_run, tmp_
     for r in m8["per_image"]:
         mask = io.read(tmp_path / "rep8" / "masks" / f"cell_bin{m8['per_image'].index(r)}.png")[0][0] > 0
         assert r["tiles_blind"] == sum(bool(mask[g].all()) for g in regions(list(mask.shape), 8, 2))
+    from neurodiff.tasks.masks import square_side      # --tile auto: a tile per mask, none wholly in it
+    assert main(["evaluate", "--task", "inpainting", "--model", str(tiny_run), "--real", str(intact), "--out",
+                 str(tmp_path / "auto"), "--steps", "2", "--jump", "1", "--resample", "1", "--tile", "auto"]) == 0
+    ma = json.loads((tmp_path / "auto" / "metrics.json").read_text())
+    assert ma["tile"] == "auto" and ma["tiles_blind"] == 0
+    for r in ma["per_image"]:
+        mask = io.read(tmp_path / "auto" / "masks" / f"cell_bin{ma['per_image'].index(r)}.png")[0][0] > 0
+        assert r["tile_px"] in (0, max(32, -(-(square_side(mask) + 1) // 2) * 2))   # 0: the tile holds the image
+    assert main(["evaluate", "--task", "inpainting", "--model", str(tiny_run), "--real", str(intact), "--out",
+                 str(tmp_path / "x"), "--tile", "auto", "--batch", "3"]) == 2
+    assert "--tile auto picks a tile per mask; --batch 3 repaints" in capsys.readouterr().err
     assert main(["evaluate", "--task", "generation", "--model", str(tiny_run), "--real", str(intact),
                  "--out", str(tmp_path / "x")]) == 2
     capsys.readouterr()
@@ -1010,11 +1098,18 @@ def test_mask_scan_reads_bounded_bands_of_large_volumes(monkeypatch):
             return vol[None][key].astype(np.uint8)
 
     monkeypatch.setattr(cli_mod, "SCAN_PIXELS", 100)                    # smaller than one 40 x 30 plane
-    digest, n = cli_mod.scan_mask(RegionMask(vol.shape, Lazy()))
+    vol[1:4, 3:11, 5:13] = True                                          # an 8^2 square, split over bands
+    digest, n, side = cli_mod.scan_mask(RegionMask(vol.shape, Lazy()))
     assert n == vol.sum() and max(reads) <= 100 and sum(reads) == vol.size
+    assert side == _largest_square(vol) >= 8                            # the rows of a plane carried across bands
     monkeypatch.setattr(cli_mod, "SCAN_PIXELS", 2400)                   # two planes at a time
     reads.clear()
-    assert cli_mod.scan_mask(RegionMask(vol.shape, Lazy()))[1] == n and max(reads) == 2400
+    assert cli_mod.scan_mask(RegionMask(vol.shape, Lazy()))[1:] == (n, side) and max(reads) == 2400
+    plane = vol[2]                                                      # 2D: bands of rows
+    monkeypatch.setattr(cli_mod, "SCAN_PIXELS", 90)
+    assert cli_mod.scan_mask(RegionMask(plane.shape, None, [(slice(3, 11), slice(5, 13))]))[1:] == (64, 8)
+    assert cli_mod.scan_mask(RegionMask(plane.shape, plane[None].astype(np.uint8)))[2] == _largest_square(plane)
+    assert cli_mod.scan_mask(RegionMask(vol.shape, Lazy()), square=False)[1:] == (n, 0)     # not looked for
 
 
 def _stop_after_saves(monkeypatch, n: int) -> list:

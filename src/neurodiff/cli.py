@@ -99,8 +99,8 @@ def _parser() -> argparse.ArgumentParser:
     ip.add_argument("--resample", type=int, default=10, help="RePaint resampling count (default 10; 1 = no jumps)")
     ip.add_argument("--jump-until", type=float, default=1.0, help=JUMP_UNTIL_HELP)
     ip.add_argument("--eta", type=float, default=1.0, help=ETA_HELP)
-    ip.add_argument("--tile", type=int, default=None,
-                    help="tile size for large images (default: the model's training size; 0 = whole image)")
+    ip.add_argument("--tile", type=int_or_auto, default=None, help="tile size for large images (default: the model's "
+                    "training size; 0 = whole image; auto = the least that holds the mask's largest square, up to 4x)")
     ip.add_argument("--overlap", type=int, default=None, help="tile overlap, half refilled softly (default 32, <= tile/4)")
     ip.add_argument("--label", default=None, help="class index or name for a conditional model")
     ip.add_argument("--covariate", action="append", default=[], metavar="NAME=VALUE")
@@ -156,7 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--resample", type=int, default=10, help="inpainting with --model: resampling count")
     v.add_argument("--jump-until", type=float, default=1.0, help="inpainting with --model: " + JUMP_UNTIL_HELP)
     v.add_argument("--eta", type=float, default=1.0, help="inpainting with --model: " + ETA_HELP)
-    v.add_argument("--tile", type=int, default=None, help="inpainting with --model: tile size")
+    v.add_argument("--tile", type=int_or_auto, default=None, help="inpainting with --model: tile size (or auto)")
     v.add_argument("--seed", type=int, default=0, help="inpainting with --model: masks and noise")
     v.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="inpainting with --model: " + PRECISION_HELP)
@@ -200,9 +200,12 @@ def _positive(name: str, value: int | float | None) -> None:
         raise NeurodiffError(f"{name}: expected a positive number, got {value}")
 
 
+def int_or_auto(text: str) -> int | str:
+    return text if text == "auto" else int(text)
+
+
 def cmd_train(args) -> int:
-    from neurodiff import config as config_mod
-    from neurodiff import dist
+    from neurodiff import config as config_mod, dist
     from neurodiff.train.loop import train
 
     out = Path(args.out)
@@ -234,9 +237,8 @@ def cmd_sample(args) -> int:
     from neurodiff.tasks.generate import generate, parse_covariates
     from neurodiff.train.state import load_model
 
-    _positive("--n", args.n)
-    _positive("--batch", args.batch)
-    _positive("--steps", args.steps)
+    for name in ("--n", "--batch", "--steps"):
+        _positive(name, getattr(args, name.strip("-")))
     if args.guidance is not None and args.guidance < 0:
         raise NeurodiffError(f"--guidance: expected a value >= 0 (1 = off, 0 = unconditional), got {args.guidance}")
     device = dist.init()
@@ -252,9 +254,7 @@ def cmd_sample(args) -> int:
     from neurodiff.codec import Identity
 
     codec = model.codec
-    label = args.label
-    if label is not None and label.lower() in ("none", ""):
-        label = None
+    label = None if args.label is not None and args.label.lower() in ("none", "") else args.label
     rows = generate(model.net, model.cfg, args.out, args.n, seed=args.seed, batch=args.batch or sc.batch,
                     label=label, covariates=covariates, codec=None if isinstance(codec, Identity) else codec,
                     guidance=args.guidance if args.guidance is not None else sc.guidance,

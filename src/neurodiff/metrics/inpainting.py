@@ -131,7 +131,7 @@ def _rel(f: float, r: float) -> float:
 
 
 def evaluate_inpainting(model, real_dir, out_dir, *, steps: int = 250, jump: int = 10, resample: int = 10,
-                        jump_until: float = 1.0, eta: float = 1.0, tile: int | None = None,
+                        jump_until: float = 1.0, eta: float = 1.0, tile: int | str | None = None,
                         overlap: int | None = None, limit: int | None = None, seed: int = 0,
                         masks_per_bin: int = 1, classifier: str | Path | None = None, precision: str = "auto",
                         batch: int = 1, progress: bool = True, resume: bool = False) -> dict:
@@ -156,6 +156,9 @@ def evaluate_inpainting(model, real_dir, out_dir, *, steps: int = 250, jump: int
         raise NeurodiffError(f"--masks-per-bin: expected an integer >= 1, got {masks_per_bin!r}")
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise NeurodiffError(f"--batch: expected an integer >= 1, got {batch!r}")
+    if batch > 1 and tile == "auto":
+        raise NeurodiffError(f"--tile auto picks a tile per mask; --batch {batch} repaints the whole image as one tile "
+                             "(give --batch 1, or --tile 0)")
     clf = _load_classifier(classifier, files) if classifier else None
     settings = {"model": str(getattr(model, "source", "")), "real": str(real_dir),
                 "images": [str(p.relative_to(real_dir)) for p in files], "steps": steps, "jump": jump,

@@ -41,6 +41,7 @@ from neurodiff.diffusion.samplers import _D, ancestral_step, randn_like
 from neurodiff.diffusion.schedules import sampling_sigmas
 from neurodiff.errors import ImageValuesError, NeurodiffError
 from neurodiff.tasks.generate import build_denoiser, make_cond, sample_seed, sampling_autocast
+from neurodiff.tasks.masks import auto_tile, square_side
 from neurodiff.tasks.repaint_state import RepaintState, drop_region, keep_region, kept_region, run_key, state_key
 from neurodiff.tiling import axis_spans, pad_to_multiple
 
@@ -288,7 +289,7 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
     autocast = sampling_autocast(precision, device)
     norm, precond, sigmas, schedule, init = repaint_plan(cfg, steps, jump, resample, jump_until, eta)
     factor = 2 ** (len(cfg.model.channel_mult) - 1) * codec.factor
-    tile, overlap = tile_settings(model, tile, overlap, codec)
+    tile, overlap = tile_settings(model, tile, overlap, codec, square_side(mask) if tile == "auto" else 0)
     feather = overlap // 2 if feather is None else feather
     if isinstance(feather, bool) or not isinstance(feather, int) or not 0 <= feather <= overlap // 2:
         raise NeurodiffError(f"feather {feather}: expected an integer in [0, overlap // 2 = {overlap // 2}]")
@@ -306,8 +307,8 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
         from tqdm import tqdm
         if blind and not whole:       # before any work (README 'Tiles inside a hole': more nuclei on real H&E)
             print(f"note: {blind} of the {len(tiles)} tiles to sample lie wholly in the mask, seeing nothing of the "
-                  f"image: their fill cannot follow its tissue, only the model and earlier tiles; a --tile that "
-                  f"holds the holes avoids them (README: 'Tiles inside a hole')", file=sys.stderr)
+                  f"image: their fill follows only the model and earlier tiles; --tile auto avoids them if a tile up "
+                  f"to 4x the training size (3D: 2x) holds the holes (README: 'Tiles inside a hole')", file=sys.stderr)
         bar = tqdm(total=len(tiles), initial=start, desc="inpainting", unit="tile")
     for j, k in enumerate(tiles):
         if j < start:                 # written by the stopped run: what it filled counts as known now
@@ -367,13 +368,15 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
                  "tile_px": 0 if whole else tile, "overlap_px": 0 if whole else overlap, "tiles_blind": blind}
 
 
-def tile_settings(model, tile: int | None, overlap: int | None, codec) -> tuple[int, int]:
+def tile_settings(model, tile: int | str | None, overlap: int | None, codec, side: int = 0) -> tuple[int, int]:
     """(tile, overlap) as ``inpaint_array`` uses them: None = the model's training size (in pixels: a latent model's
-    times its codec's factor) and min(32, tile / 4); one-line errors for values it cannot use."""
+    times its codec's factor), "auto" = ``masks.auto_tile`` for a mask whose largest square has ``side`` px, and
+    min(32, tile / 4); one-line errors for values it cannot use."""
     factor = 2 ** (len(model.cfg.model.channel_mult) - 1) * codec.factor
-    tile = tile if tile is not None else max(model.cfg.data.meta.get("shape", [0, 256])[1:]) * codec.factor
-    if tile < 0 or tile % factor:
-        raise NeurodiffError(f"--tile {tile}: expected 0 (the whole image) or a positive multiple of {factor} "
+    train = max(model.cfg.data.meta.get("shape", [0, 256])[1:]) * codec.factor
+    tile = train if tile is None else auto_tile(train, factor, side, model.cfg.model.dims) if tile == "auto" else tile
+    if not isinstance(tile, int) or tile < 0 or tile % factor:
+        raise NeurodiffError(f"--tile {tile}: expected 0 (the whole image), auto or a positive multiple of {factor} "
                              "(the model's downsampling)")
     overlap = min(32, tile // 4) if overlap is None else overlap
     if tile and not 0 <= overlap < tile:

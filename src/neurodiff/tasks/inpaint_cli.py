@@ -17,7 +17,7 @@ from neurodiff.data.temps import write_text_atomic
 from neurodiff.errors import ImageValuesError, NeurodiffError
 from neurodiff.tasks.generate import covariate_row, parse_covariates, resolve_label
 from neurodiff.tasks.inpaint import check_image, inpaint_array, repaint_plan, tile_settings
-from neurodiff.tasks.masks import RegionMask, box_bounds
+from neurodiff.tasks.masks import RegionMask, SquareScan, box_bounds
 from neurodiff.tasks.repaint_state import clear
 
 SCAN_PIXELS = 2**24     # the mask is hashed and counted in bands of about this many pixels
@@ -95,10 +95,11 @@ def read_mask(path, boxes: list[str], spatial: tuple[int, ...], lazy: bool) -> R
     return RegionMask(spatial, m, bounds)
 
 
-def scan_mask(mask: RegionMask) -> tuple[str, int]:
-    """(sha1 of the mask's bits, number of pixels to fill), about ``SCAN_PIXELS`` at a time: bands along the first
-    axis, or, in a volume whose planes are larger than that, bands of rows of one plane."""
-    digest, n, shape = hashlib.sha1(), 0, mask.shape
+def scan_mask(mask: RegionMask, square: bool = True) -> tuple[str, int, int]:
+    """(sha1 of the mask's bits, number of pixels to fill, side of its largest square: ``SquareScan``, or 0 unless
+    ``square``), about ``SCAN_PIXELS`` at a time: bands along the first axis, or, in a volume whose planes are larger
+    than that, bands of rows of one plane."""
+    digest, n, shape, squares = hashlib.sha1(), 0, mask.shape, SquareScan()
     if np.prod(shape[1:]) <= SCAN_PIXELS:
         step = SCAN_PIXELS // int(np.prod(shape[1:]))
         keys = [(slice(y, y + step),) for y in range(0, shape[0], step)]
@@ -110,7 +111,14 @@ def scan_mask(mask: RegionMask) -> tuple[str, int]:
         band = mask[(*key, *[slice(0, k) for k in shape[len(key):]])]
         digest.update(np.packbits(band).tobytes())
         n += int(band.sum())
-    return digest.hexdigest(), n
+        if not square:
+            continue
+        if len(key) < len(shape) - 1:          # whole planes
+            for plane in band.reshape(-1, *shape[-2:]):
+                squares.rows(plane, True)
+        else:                                  # rows of one plane
+            squares.rows(band.reshape(-1, shape[-1]), key[-1].start == 0)
+    return digest.hexdigest(), n, squares.side
 
 
 def tiled_output(path) -> bool:
@@ -194,20 +202,25 @@ def run_inpaint(args, load_model) -> dict:
         except NeurodiffError as exc:
             raise NeurodiffError(f"{args.image}: {exc}") from None
         io.check_writable(args.out, image.shape, image.dtype, meta)
-        args.tile, args.overlap = tile_settings(model, args.tile, args.overlap, codec)   # as recorded for --resume
         repaint_plan(model.cfg, args.steps, args.jump, args.resample, args.jump_until, args.eta)
-        return _inpaint(args, model, image, meta, mask, tiled_out, t0)
+        if args.tile != "auto":
+            tile_settings(model, args.tile, args.overlap, codec)      # its errors before the mask is scanned
+        scan = scan_mask(mask, square=args.tile == "auto")   # a row-by-row pass over the mask: only for auto
+        if not scan[1]:
+            raise NeurodiffError(f"{args.mask or '--box'}: the mask is empty (non-zero = fill); nothing to do")
+        auto = args.tile == "auto"        # the resolved tile and overlap are what --resume records
+        args.tile, args.overlap = tile_settings(model, args.tile, args.overlap, codec, scan[2])
+        if auto:
+            print(f"--tile auto: {args.tile} px (the mask's largest square: {scan[2]} px)")
+        return _inpaint(args, model, image, meta, mask, scan, tiled_out, t0)
     finally:                                               # lazy TIFF views hold their files open
         for x in (image, getattr(mask, "image", None)):
             if hasattr(x, "close"):
                 x.close()
 
 
-def _inpaint(args, model, image, meta, mask, tiled_out: bool, t0: float) -> dict:
-    spatial = tuple(image.shape[1:])
-    mask_sha1, n_fill = scan_mask(mask)
-    if not n_fill:
-        raise NeurodiffError(f"{args.mask or '--box'}: the mask is empty (non-zero = fill); nothing to do")
+def _inpaint(args, model, image, meta, mask, scan, tiled_out: bool, t0: float) -> dict:
+    spatial, mask_sha1 = tuple(image.shape[1:]), scan[0]
     cfg = model.cfg
     label = resolve_label(cfg, args.label)
     guidance = args.guidance if args.guidance is not None else cfg.sample.guidance

@@ -51,3 +51,42 @@ class RegionMask:
             if all(i.stop > i.start for i in inter):
                 m[tuple(inter)] = True
         return m
+
+
+class SquareScan:
+    """The side of the largest square of fill pixels in any plane (the last two axes) of a mask read band by band,
+    the rows of each plane in order: a tile larger than it cannot lie wholly in the mask. Per row, the run of fill
+    pixels ending there in each column; the largest square grows by at most one per row, so one size is tried."""
+
+    def __init__(self):
+        self.side, self._runs = 0, None
+
+    def rows(self, band: np.ndarray, first: bool) -> None:
+        """``band`` [R, W]: the next rows of a plane (``first``: the plane's first rows)."""
+        runs = np.zeros(band.shape[-1], np.int64) if first or self._runs is None else self._runs
+        for row in np.asarray(band, bool):
+            runs = np.where(row, runs + 1, 0)
+            s = self.side + 1
+            if runs.max(initial=0) >= s:
+                tall = np.concatenate(([0], np.cumsum(runs >= s)))
+                if (tall[s:] - tall[:-s]).max(initial=0) >= s:       # s columns side by side, each s rows of fill
+                    self.side = s
+        self._runs = runs
+
+
+def square_side(mask: np.ndarray) -> int:
+    """The side of the largest square of fill pixels in any plane of a bool mask [*S] (``SquareScan``); a
+    ``RegionMask`` is read whole."""
+    mask = mask[tuple(slice(0, n) for n in mask.shape)] if isinstance(mask, RegionMask) else mask
+    scan = SquareScan()
+    for plane in np.asarray(mask, bool).reshape(-1, *mask.shape[-2:]):
+        scan.rows(plane, True)
+    return scan.side
+
+
+def auto_tile(train_px: int, factor: int, side: int, dims: int) -> int:
+    """``--tile auto``: the least tile, a multiple of ``factor`` and at least the training size ``train_px``, that
+    is larger than the largest square of the mask (``side``), so that no tile lies wholly in it; at most 4x the
+    training size in 2D (16x the pixels), 2x in 3D (8x the voxels)."""
+    cap = train_px * (4 if dims == 2 else 2) // factor * factor
+    return min(max(train_px, -(-(side + 1) // factor) * factor), max(cap, train_px))
