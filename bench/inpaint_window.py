@@ -17,8 +17,11 @@ what the model makes of a window on its own, what a fill that sees nothing of th
 The nuclei whose centre lies in the hole (``evaluate``'s segmentation of the whole image) are counted: number and
 mean area per fill, per seed and over all seeds (and the number per image), with the intact images' as the
 reference.
-OUT/window_BLOCK_seedsS1-S2.json (window_BLOCK_blank_... with ``--blank``) gets them; the figures are printed as a
-table.
+``--attention-log-scale N``: the network's self-attention logits are scaled by log L / log N over L > N tokens
+(N: the tokens of a training crop at the attention level, e.g. 256 for 64^2 crops attended at 1/4 resolution), a
+test of whether the fewer nuclei of windows larger than the training crop come from attention spread thinner.
+OUT/window_BLOCK_seedsS1-S2.json (window_BLOCK_blank_... with ``--blank``, ..._attnlogN_... with that) gets them;
+the figures are printed as a table.
 """
 
 from __future__ import annotations
@@ -47,6 +50,10 @@ def main() -> None:
     ap.add_argument("--tiles", default="64/16", help="tile/overlap of tiled fills, comma-separated")
     ap.add_argument("--seeds", default="0,100")
     ap.add_argument("--blank", action="store_true", help="fill the whole image, not the hole (nothing known)")
+    ap.add_argument("--attention-log-scale", type=int, default=0, metavar="N",
+                    help="scale the self-attention logits by log(L) / log(N) where L > N tokens (N: a training "
+                         "crop's tokens at the attention level): does the window effect come from attention spread "
+                         "over more tokens than in training?")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--jump", type=int, default=5)
     ap.add_argument("--resample", type=int, default=5)
@@ -54,6 +61,10 @@ def main() -> None:
     ap.add_argument("--eta", type=float, default=0.0)
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
+    if a.attention_log_scale:
+        if a.attention_log_scale < 2:
+            raise SystemExit(f"--attention-log-scale {a.attention_log_scale}: expected N >= 2 tokens")
+        scale_attention(a.attention_log_scale)
     model = load_model(a.model)
     kw = dict(steps=a.steps, jump=a.jump, resample=a.resample, jump_until=a.jump_until, eta=a.eta)
     crops = [int(c) for c in a.crops.split(",") if c.strip()]
@@ -107,7 +118,8 @@ def main() -> None:
     res["all_seeds"] = {k: {"nuclei": sum(r[k]["nuclei"] for r in res["per_seed"].values()),
                             "mean_area_px": sum(r[k]["nuclei"] * r[k]["mean_area_px"] for r in res["per_seed"].values())
                             / max(sum(r[k]["nuclei"] for r in res["per_seed"].values()), 1)} for k in fills}
-    name = f"window_{a.block}{'_blank' if a.blank else ''}_seeds{'-'.join(map(str, seeds))}.json"
+    name = (f"window_{a.block}{'_blank' if a.blank else ''}"
+            f"{f'_attnlog{a.attention_log_scale}' if a.attention_log_scale else ''}_seeds{'-'.join(map(str, seeds))}.json")
     tmp = a.out / f"{name}.tmp"
     tmp.write_text(json.dumps(res, indent=1))
     tmp.replace(a.out / name)
@@ -119,6 +131,26 @@ def main() -> None:
         cells = [f"{r[k]['nuclei']} ({r[k]['nuclei'] / ref['nuclei'] - 1:+.0%}), {r[k]['mean_area_px']:.1f} "
                  f"({r[k]['mean_area_px'] / ref['mean_area_px'] - 1:+.0%})" for r in res["per_seed"].values()]
         print(f"| {k} | " + " | ".join(cells) + " |")
+
+
+def scale_attention(n_train: int) -> None:
+    """Self-attention with its logits times max(1, log L / log n_train) over L tokens (entropy-invariant scaling):
+    softmax over more tokens than in training keeps about the sharpness it had there."""
+    import math
+
+    import torch.nn.functional as F
+
+    from neurodiff.nn import layers
+
+    def forward(self, x, emb=None):
+        n, c, *spatial = x.shape
+        q, k, v = (t.transpose(-1, -2) for t in self.qkv(self.norm(x)).reshape(n, 3, self.heads, c // self.heads, -1)
+                   .unbind(1))
+        scale = max(1.0, math.log(q.shape[-2]) / math.log(n_train)) / math.sqrt(q.shape[-1])
+        h = F.scaled_dot_product_attention(q, k, v, scale=scale).transpose(-1, -2).reshape(n, c, *spatial)
+        return x + self.proj(h)
+
+    layers.Attention.forward = forward
 
 
 if __name__ == "__main__":

@@ -183,12 +183,13 @@ def test_tiled_inpainting_is_seamless_and_only_samples_tiles_touching_the_mask(d
 
 
 def _largest_square(m: np.ndarray) -> int:
-    """By brute force: the side of the largest all-True square in any plane of ``m``."""
-    planes, side = m.reshape(-1, *m.shape[-2:]), 0
-    while any(p[y:y + side + 1, x:x + side + 1].all() for p in planes for y in range(p.shape[0] - side)
-              for x in range(p.shape[1] - side)):
-        side += 1
-    return side
+    """By brute force: the largest t for which some plane of ``m`` holds a box of fill of min(t, H) x min(t, W) (a
+    tile larger than an axis is cut to it), so that a tile of t px could lie wholly in the mask."""
+    planes, (h, w), t = m.reshape(-1, *m.shape[-2:]), m.shape[-2:], 0
+    while t < max(h, w) and any(p[y:y + min(t + 1, h), x:x + min(t + 1, w)].all() for p in planes
+                                for y in range(h - min(t + 1, h) + 1) for x in range(w - min(t + 1, w) + 1)):
+        t += 1
+    return t
 
 
 def test_largest_square_of_a_mask_and_the_auto_tile_that_no_tile_lies_wholly_in(capsys):
@@ -196,11 +197,15 @@ def test_largest_square_of_a_mask_and_the_auto_tile_that_no_tile_lies_wholly_in(
     from neurodiff.tiling import regions
 
     rng = np.random.default_rng(3)
-    for shape in [(9, 13), (13, 9), (1, 7), (3, 8, 6)]:
+    for shape in [(9, 13), (13, 9), (1, 7), (3, 8, 6), (4, 11)]:
         for _ in range(40):
             m = rng.random(shape) < rng.uniform(0.5, 0.95)
+            m[..., rng.integers(0, shape[-1]):rng.integers(0, shape[-1] + 1)] |= rng.random() < 0.3   # strips
             assert square_side(m) == _largest_square(m), m.astype(int)
-    assert square_side(np.zeros((5, 5), bool)) == 0 and square_side(np.ones((4, 6), bool)) == 4
+    assert square_side(np.zeros((5, 5), bool)) == 0 and square_side(np.ones((5, 5), bool)) == 5
+    strip = np.zeros((4, 20), bool)
+    strip[:, 3:13] = True           # a 4-px square, but tiles above 4 px are cut to 4 rows: 10 columns of fill count
+    assert square_side(strip) == square_side(strip.T) == 10 and square_side(np.ones((4, 6), bool)) == 6
     # the least multiple of the factor above the square, at least the training size, at most 4x it (2D) or 2x (3D)
     assert [auto_tile(64, 4, s, 2) for s in (0, 63, 64, 160, 255, 256, 5000)] == [64, 64, 68, 164, 256, 256, 256]
     assert [auto_tile(32, 8, s, 3) for s in (10, 40, 63, 500)] == [32, 48, 64, 64]
@@ -218,6 +223,12 @@ def test_largest_square_of_a_mask_and_the_auto_tile_that_no_tile_lies_wholly_in(
     assert np.array_equal(out[:, ~mask], image[:, ~mask]) and "note:" not in capsys.readouterr().err
     with pytest.raises(NeurodiffError, match="--tile big: expected 0 .the whole image., auto or"):
         inpaint_array(model, image, mask, tile="big", **kw)
+    assert inpaint_array(model, image, mask, tile=np.int64(8), **kw)[1]["tile_px"] == 8      # numpy integers too
+    thin, cut = np.full((1, 6, 60), 150, np.uint8), np.zeros((6, 60), bool)
+    cut[:, 10:40] = True             # a band across an image thinner than a tile: tiles are cut to its 6 rows
+    assert inpaint_array(model, thin, cut, **kw)[1]["tiles_blind"] > 0
+    _, info = inpaint_array(model, thin, cut, tile="auto", **kw)
+    assert info["tile_px"] == 32 and info["tiles_blind"] == 0      # not 8, as the band's 6-px square would give
 
 
 def test_boxes_and_bad_masks_have_clear_errors():
@@ -368,14 +379,14 @@ def test_tile_auto_holds_the_hole_and_a_stopped_run_resumes_with_the_tile_it_cho
     monkeypatch.setattr(inpaint_mod, "repaint", counted)
     assert main(args(tmp_path / "whole.zarr", "--tile", "auto")) == 0
     said, n_tiles = capsys.readouterr().out, len(calls)
-    assert "--tile auto: 42 px (the mask's largest square: 40 px)" in said and "wholly in the mask" not in said
+    assert "--tile auto: 42 px; a tile of 40 px could lie wholly in the mask" in said and "wholly in the mask)" not in said
     out, stop[0] = tmp_path / "cut.zarr", 2
     calls.clear()
     assert main(args(out, "--tile", "auto")) == 130
     assert json.loads((tmp_path / ".cut.zarr.partial.json").read_text())["settings"]["tile"] == 42
     calls.clear()
     stop[0] = None
-    assert main(args(out, "--tile", "42", "--overlap", "10", "--resume")) == 0     # the tile it chose, spelled out
+    assert main(args(out, "--tile", "auto", "--resume")) == 0     # the mask scanned again: the same tile
     assert n_tiles >= 2 and len(calls) == n_tiles - 1
     assert np.array_equal(io.read(out)[0], io.read(tmp_path / "whole.zarr")[0])
 
@@ -409,7 +420,7 @@ def test_bad_settings_and_outputs_are_refused_before_any_work(tiny_run, tmp_path
     with pytest.raises(SystemExit):           # argparse: the usage, then the one line
         main(["inpaint", str(tiny_run), "--image", str(tmp_path / "grey.tif"), "--box", "1:9,1:9", "--out",
               str(tmp_path / "x.tif"), "--tile", "big"])
-    assert "argument --tile: invalid int_or_auto value: 'big'" in capsys.readouterr().err
+    assert "argument --tile: expected an integer or auto, got 'big'" in capsys.readouterr().err
 
 
 def test_tiff_image_and_mask_are_read_and_the_tiff_written_by_region(tiny_run, tmp_path, mni, monkeypatch, capsys):
@@ -525,7 +536,7 @@ def test_random_masks_cover_their_bin():
     assert not np.array_equal(random_mask((96, 80), 0.1, 0.2, 1), random_mask((96, 80), 0.1, 0.2, 2))
 
 
-def test_evaluate_inpainting_protocol_reports_cell_errors_per_bin(tiny_run, tmp_path, capsys):
+def test_evaluate_inpainting_protocol_reports_cell_errors_per_bin(tiny_run, tmp_path, capsys, monkeypatch):
     from skimage import data
 
     intact = tmp_path / "intact"
@@ -557,14 +568,19 @@ def test_evaluate_inpainting_protocol_reports_cell_errors_per_bin(tiny_run, tmp_
     for r in m8["per_image"]:
         mask = io.read(tmp_path / "rep8" / "masks" / f"cell_bin{m8['per_image'].index(r)}.png")[0][0] > 0
         assert r["tiles_blind"] == sum(bool(mask[g].all()) for g in regions(list(mask.shape), 8, 2))
-    from neurodiff.tasks.masks import square_side      # --tile auto: a tile per mask, none wholly in it
+    import neurodiff.metrics.inpainting as inpainting_mod      # --tile auto: a tile per mask, none wholly in it
+
+    def block(spatial, lo, hi, seed):          # a square block in the 48^2 image: 34, 38, 42 px in the three bins
+        m, k = np.zeros(spatial, bool), 34 + 4 * (lo > 0.1) + 4 * (lo > 0.2)
+        m[2:2 + k, 2:2 + k] = True
+        return m
+
+    monkeypatch.setattr(inpainting_mod, "random_mask", block)
     assert main(["evaluate", "--task", "inpainting", "--model", str(tiny_run), "--real", str(intact), "--out",
                  str(tmp_path / "auto"), "--steps", "2", "--jump", "1", "--resample", "1", "--tile", "auto"]) == 0
     ma = json.loads((tmp_path / "auto" / "metrics.json").read_text())
     assert ma["tile"] == "auto" and ma["tiles_blind"] == 0
-    for r in ma["per_image"]:
-        mask = io.read(tmp_path / "auto" / "masks" / f"cell_bin{ma['per_image'].index(r)}.png")[0][0] > 0
-        assert r["tile_px"] in (0, max(32, -(-(square_side(mask) + 1) // 2) * 2))   # 0: the tile holds the image
+    assert [r["tile_px"] for r in ma["per_image"]] == [36, 40, 44]       # the least multiple of 2 above each
     assert main(["evaluate", "--task", "inpainting", "--model", str(tiny_run), "--real", str(intact), "--out",
                  str(tmp_path / "x"), "--tile", "auto", "--batch", "3"]) == 2
     assert "--tile auto picks a tile per mask; --batch 3 repaints" in capsys.readouterr().err

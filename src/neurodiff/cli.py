@@ -100,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     ip.add_argument("--jump-until", type=float, default=1.0, help=JUMP_UNTIL_HELP)
     ip.add_argument("--eta", type=float, default=1.0, help=ETA_HELP)
     ip.add_argument("--tile", type=int_or_auto, default=None, help="tile size for large images (default: the model's "
-                    "training size; 0 = whole image; auto = the least that holds the mask's largest square, up to 4x)")
+                    "training size; 0 = whole image; auto = the least under which no tile lies wholly in the mask, up to 4x)")
     ip.add_argument("--overlap", type=int, default=None, help="tile overlap, half refilled softly (default 32, <= tile/4)")
     ip.add_argument("--label", default=None, help="class index or name for a conditional model")
     ip.add_argument("--covariate", action="append", default=[], metavar="NAME=VALUE")
@@ -201,6 +201,8 @@ def _positive(name: str, value: int | float | None) -> None:
 
 
 def int_or_auto(text: str) -> int | str:
+    if text != "auto" and not text.lstrip("-").isdigit():
+        raise argparse.ArgumentTypeError(f"expected an integer or auto, got {text!r}")
     return text if text == "auto" else int(text)
 
 
@@ -241,8 +243,7 @@ def cmd_sample(args) -> int:
         _positive(name, getattr(args, name.strip("-")))
     if args.guidance is not None and args.guidance < 0:
         raise NeurodiffError(f"--guidance: expected a value >= 0 (1 = off, 0 = unconditional), got {args.guidance}")
-    device = dist.init()
-    model = load_model(args.model, device)
+    model = load_model(args.model, device := dist.init())
     sc = model.cfg.sample
     covariates = parse_covariates(args.covariate) or None
     if args.covariates:
@@ -275,8 +276,7 @@ def cmd_volume(args) -> int:
         _positive(name, getattr(args, name.strip("-")))
     if args.guidance is not None and args.guidance < 0:
         raise NeurodiffError(f"--guidance: expected a value >= 0 (1 = off), got {args.guidance}")
-    device = dist.init()
-    model = load_model(args.model, device)
+    model = load_model(args.model, device := dist.init())
     sc = model.cfg.sample
     generate_volumes(model.net, model.cfg, args.out, args.n, n_slices=args.slices, seed=args.seed,
                      batch=args.batch, guidance=args.guidance if args.guidance is not None else sc.guidance,

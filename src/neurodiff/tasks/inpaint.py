@@ -370,12 +370,12 @@ def inpaint_array(model, image: np.ndarray, mask: np.ndarray, *, steps: int = 25
 
 def tile_settings(model, tile: int | str | None, overlap: int | None, codec, side: int = 0) -> tuple[int, int]:
     """(tile, overlap) as ``inpaint_array`` uses them: None = the model's training size (in pixels: a latent model's
-    times its codec's factor), "auto" = ``masks.auto_tile`` for a mask whose largest square has ``side`` px, and
+    times its codec's factor), "auto" = ``masks.auto_tile`` for a mask of ``SquareScan.side`` ``side``, and
     min(32, tile / 4); one-line errors for values it cannot use."""
     factor = 2 ** (len(model.cfg.model.channel_mult) - 1) * codec.factor
     train = max(model.cfg.data.meta.get("shape", [0, 256])[1:]) * codec.factor
     tile = train if tile is None else auto_tile(train, factor, side, model.cfg.model.dims) if tile == "auto" else tile
-    if not isinstance(tile, int) or tile < 0 or tile % factor:
+    if isinstance(tile, str) or tile < 0 or tile % factor:
         raise NeurodiffError(f"--tile {tile}: expected 0 (the whole image), auto or a positive multiple of {factor} "
                              "(the model's downsampling)")
     overlap = min(32, tile // 4) if overlap is None else overlap

@@ -96,8 +96,8 @@ def read_mask(path, boxes: list[str], spatial: tuple[int, ...], lazy: bool) -> R
 
 
 def scan_mask(mask: RegionMask, square: bool = True) -> tuple[str, int, int]:
-    """(sha1 of the mask's bits, number of pixels to fill, side of its largest square: ``SquareScan``, or 0 unless
-    ``square``), about ``SCAN_PIXELS`` at a time: bands along the first axis, or, in a volume whose planes are larger
+    """(sha1 of the mask's bits, number of pixels to fill, ``SquareScan.side``: the least tile no tile lies wholly in
+    the mask above, or 0 unless ``square``), about ``SCAN_PIXELS`` at a time: bands along the first axis, or, in a volume whose planes are larger
     than that, bands of rows of one plane."""
     digest, n, shape, squares = hashlib.sha1(), 0, mask.shape, SquareScan()
     if np.prod(shape[1:]) <= SCAN_PIXELS:
@@ -211,7 +211,8 @@ def run_inpaint(args, load_model) -> dict:
         auto = args.tile == "auto"        # the resolved tile and overlap are what --resume records
         args.tile, args.overlap = tile_settings(model, args.tile, args.overlap, codec, scan[2])
         if auto:
-            print(f"--tile auto: {args.tile} px (the mask's largest square: {scan[2]} px)")
+            capped = " (capped: at most 4x the training size, 2x in 3D)" if args.tile <= scan[2] else ""
+            print(f"--tile auto: {args.tile} px{capped}; a tile of {scan[2]} px could lie wholly in the mask")
         return _inpaint(args, model, image, meta, mask, scan, tiled_out, t0)
     finally:                                               # lazy TIFF views hold their files open
         for x in (image, getattr(mask, "image", None)):

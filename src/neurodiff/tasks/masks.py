@@ -54,29 +54,50 @@ class RegionMask:
 
 
 class SquareScan:
-    """The side of the largest square of fill pixels in any plane (the last two axes) of a mask read band by band,
-    the rows of each plane in order: a tile larger than it cannot lie wholly in the mask. Per row, the run of fill
-    pixels ending there in each column; the largest square grows by at most one per row, so one size is tried."""
+    """How large a tile must be so that none lies wholly in a mask read band by band, the rows of each plane (the
+    last two axes) in order: ``side`` is, over the planes, the side of the largest square of fill pixels, or, where
+    such a square spans the plane's short axis (a tile larger than that axis is cut to it), the length of the longest
+    strip of fill across that axis; a tile larger than ``side`` cannot lie wholly in the mask (in 3D one plane's
+    figure: a bound, as a tile must be all fill in every plane it holds). Per row, the run of fill pixels ending
+    there in each column; the largest square grows by at most one per row, so one size is tried."""
 
     def __init__(self):
-        self.side, self._runs = 0, None
+        self._done, self._p = 0, None
 
     def rows(self, band: np.ndarray, first: bool) -> None:
         """``band`` [R, W]: the next rows of a plane (``first``: the plane's first rows)."""
-        runs = np.zeros(band.shape[-1], np.int64) if first or self._runs is None else self._runs
+        if first or self._p is None:
+            self._done = self.side
+            self._p = {"runs": np.zeros(band.shape[-1], np.int64), "square": 0, "height": 0, "full": 0, "strip": 0}
+        p = self._p
         for row in np.asarray(band, bool):
-            runs = np.where(row, runs + 1, 0)
-            s = self.side + 1
+            p["runs"] = runs = np.where(row, p["runs"] + 1, 0)
+            p["height"] += 1
+            p["full"] = p["full"] + 1 if row.all() else 0           # rows of fill side by side, across the plane
+            p["strip"] = max(p["strip"], p["full"])
+            s = p["square"] + 1
             if runs.max(initial=0) >= s:
                 tall = np.concatenate(([0], np.cumsum(runs >= s)))
                 if (tall[s:] - tall[:-s]).max(initial=0) >= s:       # s columns side by side, each s rows of fill
-                    self.side = s
-        self._runs = runs
+                    p["square"] = s
+
+    @property
+    def side(self) -> int:
+        p = self._p
+        if p is None:
+            return self._done
+        height, width = p["height"], len(p["runs"])
+        if p["square"] < min(height, width):
+            return max(self._done, p["square"])
+        if height > width:                        # the square spans the rows: the longest strip of full rows
+            return max(self._done, p["strip"])
+        edges = np.flatnonzero(p["runs"] < height)
+        gaps = np.diff(np.concatenate(([-1], edges, [width]))) - 1
+        return max(self._done, int(gaps.max()))
 
 
 def square_side(mask: np.ndarray) -> int:
-    """The side of the largest square of fill pixels in any plane of a bool mask [*S] (``SquareScan``); a
-    ``RegionMask`` is read whole."""
+    """``SquareScan.side`` of a bool mask [*S]; a ``RegionMask`` is read whole."""
     mask = mask[tuple(slice(0, n) for n in mask.shape)] if isinstance(mask, RegionMask) else mask
     scan = SquareScan()
     for plane in np.asarray(mask, bool).reshape(-1, *mask.shape[-2:]):
@@ -86,7 +107,7 @@ def square_side(mask: np.ndarray) -> int:
 
 def auto_tile(train_px: int, factor: int, side: int, dims: int) -> int:
     """``--tile auto``: the least tile, a multiple of ``factor`` and at least the training size ``train_px``, that
-    is larger than the largest square of the mask (``side``), so that no tile lies wholly in it; at most 4x the
-    training size in 2D (16x the pixels), 2x in 3D (8x the voxels)."""
+    is larger than ``side`` (``SquareScan``), so that no tile lies wholly in the mask; at most 4x the training size
+    in 2D (16x the pixels), 2x in 3D (8x the voxels)."""
     cap = train_px * (4 if dims == 2 else 2) // factor * factor
     return min(max(train_px, -(-(side + 1) // factor) * factor), max(cap, train_px))
